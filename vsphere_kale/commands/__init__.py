@@ -1,0 +1,1 @@
+"""Subcommands of the ``vsphere-kale`` CLI, one module each (registered in ``cli.py``)."""

@@ -1,0 +1,54 @@
+"""The one error tree of vsphere-kale.
+
+Errors are translated once on the way in (where the Kubernetes client raises
+``ApiException``, see :mod:`vsphere_kale.kube`) and once on the way out (HTTP
+handlers map them to status codes, the CLI to exit codes and a sentence).
+"""
+
+from __future__ import annotations
+
+
+class VsphereKaleError(Exception):
+    """Base class: the message is a sentence a user can act on."""
+
+
+class ConfigError(VsphereKaleError):
+    """Settings are invalid; the message names the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+class AdmissionError(VsphereKaleError):
+    """An AdmissionReview could not be read; the HTTP edge answers 400."""
+
+
+class CertificateError(VsphereKaleError):
+    """A certificate or key could not be built, read, written or paired."""
+
+
+class KubeError(VsphereKaleError):
+    """The Kubernetes API refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
+
+
+class KubeConflict(KubeError):
+    """409: AlreadyExists or a stale resourceVersion."""
+
+
+class KubeForbidden(KubeError):
+    """403: the message says which verb on which resource is missing."""
+
+
+class KubeNotFound(KubeError):
+    """404: the object (or its namespace) does not exist."""
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached, timed out, or answered 5xx/429."""

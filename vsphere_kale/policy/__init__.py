@@ -1,0 +1,1 @@
+"""Pure decisions: no I/O, no API clients, no tornado (STYLE.md)."""
