@@ -44,9 +44,24 @@ def main(verbose: int) -> None:
 
 
 # --- subcommands: one import + add_command per line, each owned by its module ---
+from vsphere_kale.commands.certs import certs_command  # noqa: E402
+from vsphere_kale.commands.doctor import doctor_command  # noqa: E402
+from vsphere_kale.commands.install import install_command, uninstall_command  # noqa: E402
+from vsphere_kale.commands.reconcile import reconcile_command  # noqa: E402
 from vsphere_kale.commands.review import review  # noqa: E402
+from vsphere_kale.commands.sandbox import sandbox_group  # noqa: E402
+from vsphere_kale.commands.serve import serve_command  # noqa: E402
+from vsphere_kale.commands.webhook import webhook_command  # noqa: E402
 
 main.add_command(review)
+main.add_command(reconcile_command)
+main.add_command(serve_command)
+main.add_command(sandbox_group)
+main.add_command(certs_command)
+main.add_command(webhook_command)
+main.add_command(install_command)
+main.add_command(uninstall_command)
+main.add_command(doctor_command)
 # --- end of subcommands ---
 
 if __name__ == "__main__":

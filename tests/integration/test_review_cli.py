@@ -16,13 +16,18 @@ EXAMPLES = ROOT / "deploy" / "examples"
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vsphere_kale.cli", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_readme_quick_start_rewrites_the_marshal_volume() -> None:
-    result = run("review", "-f", str(EXAMPLES / "kale-marshal-pvc.yaml"),
-                 "--rwx-storage-class", "nfs-client")
+    result = run(
+        "review", "-f", str(EXAMPLES / "kale-marshal-pvc.yaml"), "--rwx-storage-class", "nfs-client"
+    )
     assert result.returncode == 0, result.stderr
     stored = yaml.safe_load(result.stdout)
     assert stored["spec"]["storageClassName"] == "nfs-client"
@@ -37,10 +42,18 @@ def test_readme_quick_start_rewrites_the_marshal_volume() -> None:
 def test_every_example_and_a_list_with_other_kinds(tmp_path: Path) -> None:
     docs = [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*pvc*.yaml"))]
     docs += [yaml.safe_load((EXAMPLES / "kale-rwm-volume.yaml").read_text())]
-    prebound = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "static", "namespace": "bob"},
-                "spec": {"accessModes": ["ReadWriteMany"], "volumeName": "pv-7"}}
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}
+    prebound = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "static", "namespace": "bob"},
+        "spec": {"accessModes": ["ReadWriteMany"], "volumeName": "pv-7"},
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"a": "b"},
+    }
     lst = {"apiVersion": "v1", "kind": "List", "items": [prebound, config_map]}
     source = tmp_path / "all.yaml"
     source.write_text(yaml.safe_dump_all([*docs, lst]))
@@ -58,17 +71,31 @@ def test_every_example_and_a_list_with_other_kinds(tmp_path: Path) -> None:
 
 
 def test_stdin_and_namespace_flag() -> None:
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "p"},
-           "spec": {"accessModes": ["ReadWriteMany"]}}
-    result = run("review", "-f", "-", "-n", "kube-system", "--rwx-storage-class", "nfs-client",
-                 stdin=json.dumps(pvc))
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "p"},
+        "spec": {"accessModes": ["ReadWriteMany"]},
+    }
+    result = run(
+        "review",
+        "-f",
+        "-",
+        "-n",
+        "kube-system",
+        "--rwx-storage-class",
+        "nfs-client",
+        stdin=json.dumps(pvc),
+    )
     assert result.returncode == 0
     assert result.stderr.strip() == "kube-system/p: unchanged (namespace excluded)"
 
 
 def test_config_file_is_used(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("storage:\n  rwxStorageClass: nfs-b\n  rwxCapableClasses: [vsan-default-storage-policy]\n")
+    config.write_text(
+        "storage:\n  rwxStorageClass: nfs-b\n  rwxCapableClasses: [vsan-default-storage-policy]\n"
+    )
     result = run("review", "-f", str(EXAMPLES / "kale-marshal-pvc.yaml"), "--config", str(config))
     assert result.returncode == 0
     assert "unchanged (class already supports RWX)" in result.stderr
@@ -88,8 +115,10 @@ def test_bad_inputs_exit_2_with_file_and_document(tmp_path: Path) -> None:
         (["-f", str(scalar)], f"{scalar}: document 1: expected a Kubernetes object"),
         (["-f", str(no_kind)], f"{no_kind}: document 0: missing kind"),
         (["-f", str(tmp_path / "missing.yaml")], "cannot read: No such file or directory"),
-        (["-f", str(no_kind), "--config", str(config)],
-         "storage.accessModes[1]: 'ReadWriteLots' is not an access mode"),
+        (
+            ["-f", str(no_kind), "--config", str(config)],
+            "storage.accessModes[1]: 'ReadWriteLots' is not an access mode",
+        ),
     ]
     for args, message in cases:
         extra = [] if "--config" in args else ["--rwx-storage-class", "nfs-client"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 JSONObject = dict[str, Any]
 
@@ -158,17 +158,16 @@ class Controller(Protocol):
     def stop(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class SeedUser:
+class SeedUser(NamedTuple):
     """A user the seed data defines, with a fixed sandbox-only bearer token.
 
-    The kubeconfig writer makes one context per seed user; the token registry accepts the
-    token as ``username`` with ``groups`` (plus ``system:authenticated``).
+    Seeds export ``USERS: Mapping[str, SeedUser]`` keyed by the kubeconfig user/context
+    name; ``build_sandbox`` unpacks each as ``(token, username, groups)`` and registers the
+    token (the registry adds ``system:authenticated``).
     """
 
-    context: str
-    username: str
     token: str
+    username: str
     groups: tuple[str, ...] = ()
 
     @property

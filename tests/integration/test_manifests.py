@@ -1,0 +1,751 @@
+"""deploy/ renders, validates against the Kubernetes schemas, and says what the code expects.
+
+Real tools, no server: ``kubectl kustomize`` (kubectl's embedded kustomize) builds the base,
+each overlay, and every combination of components the installer can ask for; the Python API of
+``kubernetes-validate`` checks every rendered object strictly (unknown fields fail) against
+Kubernetes 1.24 when PodSecurityPolicy is in the set, else 1.30 and the newest bundled version.
+The rest pins down what the service's code and the issue rely on: least-privilege RBAC with no
+wildcards, the Deployment's security settings, the webhook's fields, and a settings file that
+``settings_from_mapping`` accepts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils as kv_utils
+from packaging.version import Version
+
+import vsphere_kale
+from vsphere_kale import certs
+from vsphere_kale.sandbox.selectors import selector_from_label_selector_object
+from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPONENTS = ("psp", "cert-manager", "kubeflow-only")
+NAMESPACE = "vsphere-kale"
+NAME = "vsphere-kale"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "vsphere-kale", "app.kubernetes.io/name": NAME}
+# kubernetes-validate ships schemas for built-in kinds only; cert-manager's CRDs are checked
+# field by field in test_cert_manager_objects instead.
+CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+# Every combination `vsphere-kale install --overlay ...` accepts: any subset of the components.
+COMBINATIONS = [
+    combo
+    for size in range(len(COMPONENTS) + 1)
+    for combo in itertools.combinations(COMPONENTS, size)
+]
+
+Doc = dict[str, Any]
+
+
+def combo_id(combo: tuple[str, ...]) -> str:
+    return "+".join(combo) or "base"
+
+
+def kustomize(path: Path) -> list[Doc]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its embedded kustomize) must be on PATH"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def compose(workdir: Path, combo: tuple[str, ...]) -> Path:
+    """A kustomization of the base plus ``combo``, the way an admin (or the installer) composes
+    components. kustomize refuses absolute resource paths, hence relative ones."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(DEPLOY, workdir))
+    lines = [
+        "apiVersion: kustomize.config.k8s.io/v1beta1",
+        "kind: Kustomization",
+        f"resources: [{rel / 'base'}]",
+        f"components: [{', '.join(str(rel / 'components' / c) for c in combo)}]",
+    ]
+    (workdir / "kustomization.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], list[Doc]]:
+    """Every combination, rendered once for the module (each build is a kubectl run)."""
+    root = tmp_path_factory.mktemp("kustomize")
+    return {combo: kustomize(compose(root / combo_id(combo), combo)) for combo in COMBINATIONS}
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def rules_table(
+    role: Doc,
+) -> list[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
+    return [
+        (
+            tuple(rule.get("apiGroups", ())),
+            tuple(rule.get("resources", ())),
+            tuple(rule.get("verbs", ())),
+            tuple(rule.get("resourceNames", ())),
+        )
+        for rule in role["rules"]
+    ]
+
+
+def deployment_container(docs: list[Doc]) -> Doc:
+    containers = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: Doc = containers[0]
+    return container
+
+
+def args_to_options(args: list[str]) -> dict[str, str | None]:
+    """``serve --config F --no-cert-rotation`` -> {"--config": "F", "--no-cert-rotation": None}."""
+    assert args[0] == "serve", args
+    options: dict[str, str | None] = {}
+    rest = args[1:]
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        assert flag.startswith("--"), f"unexpected positional argument {flag!r} in {args}"
+        if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            options[flag] = rest[i + 1]
+            i += 2
+        else:
+            options[flag] = None
+            i += 1
+    return options
+
+
+def serve_option_names() -> set[str]:
+    """The long option names `vsphere-kale serve` really accepts (click's own definition)."""
+    from vsphere_kale.cli import main
+
+    serve = main.commands.get("serve")
+    assert serve is not None, "`vsphere-kale serve` is not registered in vsphere_kale.cli"
+    names: set[str] = set()
+    for param in serve.params:
+        names.update(opt for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--"))
+    return names
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["base", *(f"overlays/{c}" for c in COMPONENTS)])
+def test_base_and_each_overlay_build(overlay: str) -> None:
+    docs = kustomize(DEPLOY / overlay)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "MutatingWebhookConfiguration", "ClusterRole", "Role"} <= kinds
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_each_overlay_is_exactly_base_plus_its_component(
+    component: str, rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    # The overlays are thin wrappers: all behaviour lives in the components, so what an admin
+    # gets from overlays/X is what the installer composes for `--overlay X`.
+    assert kustomize(DEPLOY / "overlays" / component) == rendered[(component,)]
+
+
+def test_every_combination_builds_with_unique_objects(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    for combo, docs in rendered.items():
+        keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs]
+        assert len(keys) == len(set(keys)), combo_id(combo)
+
+
+def test_gitops_example_builds_with_its_own_image_and_settings() -> None:
+    docs = kustomize(DEPLOY / "examples" / "gitops")
+    image = deployment_container(docs)["image"]
+    assert image == "registry.example.com/platform/vsphere-kale:0.1.0"
+    config = yaml.safe_load(find(docs, "ConfigMap", "vsphere-kale-config")["data"]["config.yaml"])
+    settings = settings_from_mapping(config)
+    assert settings.storage.rwx_capable_classes == ("vsan-file",)
+    mwc = find(docs, "MutatingWebhookConfiguration", NAME)
+    assert mwc["webhooks"][0]["namespaceSelector"]["matchLabels"] == {
+        "app.kubernetes.io/part-of": "kubeflow-profile"
+    }
+
+
+# --- schema validation ----------------------------------------------------------------------
+
+
+def validation_versions(combo: tuple[str, ...]) -> list[str]:
+    if "psp" in combo:
+        # policy/v1beta1 PodSecurityPolicy was removed in Kubernetes 1.25.
+        return ["1.24.0"]
+    return ["1.30.0", kv_utils.latest_version()]
+
+
+def test_validation_covers_1_24_and_a_version_newer_than_1_30() -> None:
+    versions = kv_utils.all_versions()
+    assert "1.24.0" in versions, "kubernetes-validate no longer bundles 1.24 (see pyproject pin)"
+    assert Version(kv_utils.latest_version()) > Version("1.30.0")
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_every_rendered_object_validates_strictly(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    docs = rendered[combo]
+    failures: list[str] = []
+    checked = 0
+    for version in validation_versions(combo):
+        for doc in docs:
+            if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+                continue
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                checked += 1
+            except kubernetes_validate.ValidationError as exc:
+                path = "/".join(str(p) for p in exc.path)
+                failures.append(
+                    f"{version} {doc['kind']}/{doc['metadata']['name']} {path}: {exc.message}"
+                )
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                failures.append(f"{version} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert not failures, "\n".join(failures)
+    built_in = [d for d in docs if (d["apiVersion"], d["kind"]) not in CRD_KINDS]
+    assert checked == len(built_in) * len(validation_versions(combo))
+
+
+def test_strict_validation_would_catch_a_misspelt_field(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    # Guards the guard: strict mode must reject an unknown field, or the test above proves nothing.
+    deployment = find(rendered[()], "Deployment", NAME)
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+        "readOnlyRootFilesytem"
+    ] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.30.0", strict=True)
+
+
+# --- labels and namespaces ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_everything_carries_our_labels_and_lives_in_our_namespace(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    cluster_scoped = {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "PodSecurityPolicy",
+    }
+    for doc in rendered[combo]:
+        meta = doc["metadata"]
+        where = f"{doc['kind']}/{meta['name']}"
+        assert MANAGED_BY.items() <= meta.get("labels", {}).items(), where
+        if doc["kind"] in cluster_scoped:
+            assert "namespace" not in meta, where
+        else:
+            assert meta.get("namespace") == NAMESPACE, where
+    pod_labels = find(rendered[combo], "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
+    assert MANAGED_BY.items() <= pod_labels.items()
+
+
+def test_image_tag_is_the_package_version(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    assert deployment_container(rendered[()])["image"] == (
+        f"ghcr.io/vsphere-kale/vsphere-kale:{vsphere_kale.__version__}"
+    )
+
+
+def test_our_namespace_enforces_the_restricted_pod_security_standard(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    labels = find(rendered[()], "Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# --- RBAC -----------------------------------------------------------------------------------
+
+# What `vsphere-kale serve` needs, rule by rule (deploy/base/rbac.yaml says which feature needs
+# which). A change here is a change to the service's privileges: update the README's table too.
+CLUSTER_RULES = [
+    (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
+    (("kubeflow.org",), ("profiles",), ("get", "list", "watch"), ()),
+    (
+        ("rbac.authorization.k8s.io",),
+        ("rolebindings",),
+        ("get", "list", "watch", "create", "update", "delete"),
+        (),
+    ),
+    (
+        ("rbac.authorization.k8s.io",),
+        ("clusterroles",),
+        ("bind",),
+        ("psp:vmware-system-privileged",),
+    ),
+    (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
+    (("",), ("events",), ("list",), ()),
+    (("",), ("persistentvolumeclaims",), ("list", "watch"), ()),
+    (("storage.k8s.io",), ("storageclasses",), ("get", "list"), ()),
+    (
+        ("admissionregistration.k8s.io",),
+        ("mutatingwebhookconfigurations",),
+        ("get", "patch"),
+        (NAME,),
+    ),
+    (("authentication.k8s.io",), ("tokenreviews",), ("create",), ()),
+    (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
+]
+NAMESPACE_RULES = [
+    (("coordination.k8s.io",), ("leases",), ("get", "create", "update"), ()),
+    (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
+    (("",), ("secrets",), ("get", "update", "patch"), ("vsphere-kale-tls",)),
+]
+
+
+def roles(docs: list[Doc]) -> Iterator[Doc]:
+    return (d for d in docs if d["kind"] in ("Role", "ClusterRole"))
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_rbac_has_no_wildcards(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    for role in roles(rendered[combo]):
+        assert "aggregationRule" not in role, role["metadata"]["name"]
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+                values = rule.get(field, [])
+                assert not any("*" in value for value in values), (role["metadata"]["name"], rule)
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_privilege_verbs_only_on_named_objects(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    # bind/escalate/impersonate/use hand out other permissions: each must name its target.
+    for role in roles(rendered[combo]):
+        for rule in role["rules"]:
+            if {"bind", "escalate", "impersonate", "use"} & set(rule["verbs"]):
+                assert rule.get("resourceNames"), (role["metadata"]["name"], rule)
+            assert "escalate" not in rule["verbs"] and "impersonate" not in rule["verbs"]
+
+
+def test_service_rbac_is_exactly_what_the_code_uses(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    docs = rendered[()]
+    assert rules_table(find(docs, "ClusterRole", NAME)) == CLUSTER_RULES
+    role = find(docs, "Role", NAME)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert rules_table(role) == NAMESPACE_RULES
+
+
+def test_bind_is_limited_to_the_configured_psp_cluster_role(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    docs = rendered[()]
+    settings = configmap_settings(docs)
+    bind_rules = [r for r in find(docs, "ClusterRole", NAME)["rules"] if "bind" in r["verbs"]]
+    assert [r["resourceNames"] for r in bind_rules] == [[settings.pod_security.psp_cluster_role]]
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_bindings_grant_our_roles_to_our_service_account_only(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    docs = rendered[combo]
+    sa = find(docs, "ServiceAccount", NAME)
+    role_names = {(d["kind"], d["metadata"]["name"]) for d in roles(docs)}
+    for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        ref = binding["roleRef"]
+        assert (ref["kind"], ref["name"]) in role_names, binding["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+        ]
+
+
+def test_reconciler_role_aggregates_into_kubeflow_admin(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    role = find(rendered[()], "ClusterRole", "vsphere-kale-reconciler")
+    assert (
+        role["metadata"]["labels"]["rbac.authorization.kubeflow.org/aggregate-to-kubeflow-admin"]
+        == "true"
+    )
+    assert rules_table(role) == [(("vsphere-kale.io",), ("reconciles",), ("create",), ())]
+    # Only our service account is bound to anything; the reconciler role is bound by Kubeflow.
+    bound = {d["roleRef"]["name"] for d in rendered[()] if d["kind"].endswith("Binding")}
+    assert "vsphere-kale-reconciler" not in bound
+
+
+def test_cert_manager_mode_drops_the_rotation_permissions(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    for combo, docs in rendered.items():
+        cluster = rules_table(find(docs, "ClusterRole", NAME))
+        namespaced = rules_table(find(docs, "Role", NAME))
+        if "cert-manager" in combo:
+            assert cluster == [
+                (g, r, ("get",), n) if r == ("mutatingwebhookconfigurations",) else (g, r, v, n)
+                for g, r, v, n in CLUSTER_RULES
+            ], combo_id(combo)
+            assert namespaced == NAMESPACE_RULES[:2], combo_id(combo)
+        else:
+            assert cluster == CLUSTER_RULES, combo_id(combo)
+            assert namespaced == NAMESPACE_RULES, combo_id(combo)
+
+
+# --- the settings file ----------------------------------------------------------------------
+
+
+def configmap_settings(docs: list[Doc]) -> Settings:
+    data = find(docs, "ConfigMap", "vsphere-kale-config")["data"]
+    assert set(data) == {"config.yaml"}
+    return settings_from_mapping(yaml.safe_load(data["config.yaml"]))
+
+
+def test_configmap_holds_a_valid_settings_file_naming_every_key(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    data = yaml.safe_load(
+        find(rendered[()], "ConfigMap", "vsphere-kale-config")["data"]["config.yaml"]
+    )
+    settings = settings_from_mapping(data)  # raises ConfigError on an unknown key or wrong type
+    assert settings.storage.rwx_storage_class == "nfs-client"
+    assert settings.namespace == NAMESPACE
+    # The shipped file documents the whole schema: every key the code knows is present.
+    every_key = settings_to_mapping(Settings())
+    assert set(data) >= set(every_key)
+    for section in ("storage", "podSecurity"):
+        assert set(data[section]) >= set(every_key[section])
+    assert "rwxStorageClass" in data["storage"]  # no default, so not in every_key
+    # ...and only the documented defaults, apart from the class (which has no default).
+    defaults = settings_to_mapping(Settings())
+    defaults["storage"]["rwxStorageClass"] = "nfs-client"
+    assert settings_to_mapping(settings) == defaults
+
+
+def test_config_file_path_and_mount_agree(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[()]
+    container = deployment_container(docs)
+    options = args_to_options(container["args"])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {
+        v["name"]: v for v in find(docs, "Deployment", NAME)["spec"]["template"]["spec"]["volumes"]
+    }
+    config_mount = mounts["config"]
+    assert options["--config"] == config_mount["mountPath"]
+    assert volumes["config"]["configMap"]["name"] == "vsphere-kale-config"
+    assert config_mount["subPath"] == "config.yaml"
+
+
+# --- Deployment -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_deployment_runs_locked_down(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    pod = find(rendered[combo], "Deployment", NAME)["spec"]["template"]["spec"]
+    container = deployment_container(rendered[combo])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 10001
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod and "hostPID" not in pod
+    assert pod["serviceAccountName"] == NAME
+    assert pod["automountServiceAccountToken"] is True
+    resources = container["resources"]
+    assert resources["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert resources["limits"] == {"cpu": "500m", "memory": "256Mi"}
+
+
+def test_deployment_is_highly_available(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[()]
+    deployment = find(docs, "Deployment", NAME)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    selector = spec["selector"]["matchLabels"]
+    template_labels = spec["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+    (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    pdb = find(docs, "PodDisruptionBudget", NAME)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] >= 10
+
+
+def test_probes_use_https_health_endpoints_on_the_serving_port(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    container = deployment_container(rendered[()])
+    (port,) = container["ports"]
+    assert port == {"name": "https", "containerPort": 8443, "protocol": "TCP"}
+    expected = {
+        "readinessProbe": "/readyz",
+        "livenessProbe": "/healthz",
+        "startupProbe": "/healthz",
+    }
+    for probe, path in expected.items():
+        get = container[probe]["httpGet"]
+        assert (get["path"], get["scheme"], get["port"]) == (path, "HTTPS", "https"), probe
+    assert args_to_options(container["args"])["--port"] == str(port["containerPort"])
+
+
+def test_pod_identity_comes_from_the_downward_api(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in deployment_container(rendered[()])["env"]
+    }
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+
+
+def test_tls_secret_is_mounted_as_a_directory_for_hot_reload(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    docs = rendered[()]
+    container = deployment_container(docs)
+    pod = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    options = args_to_options(container["args"])
+    tls_dir = str(Path(str(options["--cert-file"])).parent)
+    assert str(Path(str(options["--key-file"])).parent) == tls_dir
+    tls = mounts[tls_dir]
+    # subPath mounts never see a Secret update; the rotated certificate must reach the pod.
+    assert "subPath" not in tls and tls["readOnly"] is True
+    assert volumes[tls["name"]]["secret"]["secretName"] == "vsphere-kale-tls"
+    assert volumes[tls["name"]]["secret"]["defaultMode"] == 0o440
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    # No Secret object in the manifests: a GitOps re-apply must not overwrite a rotated one.
+    for combo_docs in rendered.values():
+        assert not [d for d in combo_docs if d["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_serve_arguments_are_options_the_cli_accepts(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    options = args_to_options(deployment_container(rendered[combo])["args"])
+    assert set(options) <= serve_option_names()
+    assert ("--no-cert-rotation" in options) == ("cert-manager" in combo)
+
+
+def test_service_routes_443_to_the_serving_port(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[()]
+    service = find(docs, "Service", NAME)
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("https", 443, 8443)
+    template_labels = find(docs, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= template_labels.items()
+
+
+# --- MutatingWebhookConfiguration -----------------------------------------------------------
+
+
+def the_webhook(docs: list[Doc]) -> Doc:
+    (webhook,) = find(docs, "MutatingWebhookConfiguration", NAME)["webhooks"]
+    assert webhook["name"] == "pvc-rwx.vsphere-kale.io"
+    result: Doc = webhook
+    return result
+
+
+def test_webhook_fields(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[()]
+    webhook = the_webhook(docs)
+    assert webhook["sideEffects"] == "None"
+    assert webhook["admissionReviewVersions"] == ["v1", "v1beta1"]
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["timeoutSeconds"] == 5
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["matchPolicy"] == "Equivalent"
+    assert webhook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["persistentvolumeclaims"],
+            "scope": "Namespaced",
+        }
+    ]
+    service = find(docs, "Service", NAME)
+    assert webhook["clientConfig"]["service"] == {
+        "namespace": service["metadata"]["namespace"],
+        "name": service["metadata"]["name"],
+        "path": "/mutate/persistentvolumeclaims",
+        "port": service["spec"]["ports"][0]["port"],
+    }
+
+
+def test_failure_policy_reason_is_written_next_to_it() -> None:
+    lines = (DEPLOY / "base" / "mutatingwebhookconfiguration.yaml").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == "failurePolicy: Ignore")
+    comment: list[str] = []
+    for line in reversed(lines[:at]):
+        if not line.strip().startswith("#"):
+            break
+        comment.insert(0, line.strip("# "))
+    reason = " ".join(comment)
+    assert "block" in reason and "doctor" in reason, reason
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_ca_bundle_is_left_to_the_installer_or_cainjector(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    docs = rendered[combo]
+    mwc = find(docs, "MutatingWebhookConfiguration", NAME)
+    assert "caBundle" not in the_webhook(docs)["clientConfig"]
+    annotations = mwc["metadata"].get("annotations", {})
+    if "cert-manager" in combo:
+        assert annotations == {"cert-manager.io/inject-ca-from": f"{NAMESPACE}/{NAME}"}
+    else:
+        assert annotations == {}
+
+
+def namespace_labels(name: str, **extra: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name, **extra}
+
+
+@pytest.mark.parametrize("combo", COMBINATIONS, ids=combo_id)
+def test_namespace_selector_sends_only_the_right_namespaces(
+    combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
+) -> None:
+    selector = selector_from_label_selector_object(
+        the_webhook(rendered[combo])["namespaceSelector"]
+    )
+    profile = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+    kubeflow_only = "kubeflow-only" in combo
+    cases: list[tuple[Mapping[str, str], bool]] = [
+        (namespace_labels("alice", **profile), True),
+        (namespace_labels("team-data"), not kubeflow_only),
+        (namespace_labels("kube-system"), False),
+        (namespace_labels(NAMESPACE), False),
+        (namespace_labels("alice", **profile, **{"vsphere-kale.io/webhook": "disabled"}), False),
+        (
+            namespace_labels("team-data", **{"vsphere-kale.io/webhook": "enabled"}),
+            not kubeflow_only,
+        ),
+    ]
+    for labels, called in cases:
+        assert selector.matches(labels) is called, labels
+
+
+def test_namespace_selector_mirrors_the_excluded_namespaces_setting(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    docs = rendered[()]
+    settings = configmap_settings(docs)
+    (by_name,) = [
+        e
+        for e in the_webhook(docs)["namespaceSelector"]["matchExpressions"]
+        if e["key"] == "kubernetes.io/metadata.name"
+    ]
+    assert by_name["operator"] == "NotIn"
+    assert set(by_name["values"]) == settings.webhook_excluded_namespaces
+
+
+# --- overlays' own objects ------------------------------------------------------------------
+
+
+def test_cert_manager_objects(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[("cert-manager",)]
+    crds = [d for d in docs if (d["apiVersion"], d["kind"]) in CRD_KINDS]
+    assert {(d["kind"], d["metadata"]["name"]) for d in crds} == {
+        ("Issuer", "vsphere-kale-selfsigned"),
+        ("Certificate", "vsphere-kale-ca"),
+        ("Issuer", "vsphere-kale-ca"),
+        ("Certificate", NAME),
+    }
+    issuers = {d["metadata"]["name"]: d["spec"] for d in crds if d["kind"] == "Issuer"}
+    assert issuers["vsphere-kale-selfsigned"] == {"selfSigned": {}}
+    ca_cert = find(docs, "Certificate", "vsphere-kale-ca")["spec"]
+    assert ca_cert["isCA"] is True
+    assert ca_cert["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "Issuer",
+        "name": "vsphere-kale-selfsigned",
+    }
+    assert issuers["vsphere-kale-ca"] == {"ca": {"secretName": ca_cert["secretName"]}}
+    serving = find(docs, "Certificate", NAME)["spec"]
+    assert serving["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "Issuer",
+        "name": "vsphere-kale-ca",
+    }
+    # The Secret the pods mount, for the names the certs code puts in a self-managed certificate.
+    assert serving["secretName"] == "vsphere-kale-tls"
+    assert serving["dnsNames"] == certs.service_dns_names(NAME, NAMESPACE)
+    assert "server auth" in serving["usages"]
+    # Renewed 30 days ahead like the installer, and long before the CA itself expires.
+    assert serving["renewBefore"] == "720h"
+    assert int(ca_cert["duration"].rstrip("h")) > 10 * int(serving["duration"].rstrip("h"))
+
+
+def test_psp_admits_exactly_our_pod(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+    docs = rendered[("psp",)]
+    psp = find(docs, "PodSecurityPolicy", "vsphere-kale-restricted")
+    spec = psp["spec"]
+    pod = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]
+    container = deployment_container(docs)
+    # Restrictive...
+    assert spec["privileged"] is False and spec["allowPrivilegeEscalation"] is False
+    assert spec["requiredDropCapabilities"] == ["ALL"] and "allowedCapabilities" not in spec
+    assert spec["runAsUser"] == {"rule": "MustRunAsNonRoot"}
+    assert spec["readOnlyRootFilesystem"] is True
+    assert not (spec["hostNetwork"] or spec["hostPID"] or spec["hostIPC"])
+    assert set(spec["volumes"]) == {"configMap", "secret", "emptyDir", "projected", "downwardAPI"}
+    # ...yet admits the Deployment's pod: every volume type, the ids, and the seccomp profile.
+    kinds = {next(k for k in v if k != "name") for v in pod["volumes"]}
+    assert kinds <= set(spec["volumes"])
+    for strategy, value in (("runAsGroup", 10001), ("fsGroup", 10001)):
+        ranges = spec[strategy]["ranges"]
+        assert any(r["min"] <= value <= r["max"] for r in ranges), strategy
+    allowed = psp["metadata"]["annotations"][
+        "seccomp.security.alpha.kubernetes.io/allowedProfileNames"
+    ]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert "runtime/default" in allowed.split(",")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_psp_use_is_granted_on_that_psp_only_in_our_namespace(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
+    docs = rendered[("psp",)]
+    role = find(docs, "ClusterRole", "psp:vsphere-kale-restricted")
+    assert rules_table(role) == [
+        (("policy",), ("podsecuritypolicies",), ("use",), ("vsphere-kale-restricted",))
+    ]
+    binding = find(docs, "RoleBinding", "psp:vsphere-kale-restricted")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # The base grants no PSP `use` at all.
+    for doc in roles(rendered[()]):
+        assert all("use" not in rule["verbs"] for rule in doc["rules"])

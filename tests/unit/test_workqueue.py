@@ -1,0 +1,104 @@
+"""WorkQueue: dedup, one worker per key, delayed adds, per-key backoff with jitter and cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from vsphere_kale.workqueue import WorkQueue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_duplicates_are_queued_once() -> None:
+    q = WorkQueue()
+    for key in ("a", "b", "a", "a", "b"):
+        q.add(key)
+    assert len(q) == 2
+    assert [q.get(timeout=0), q.get(timeout=0), q.get(timeout=0)] == ["a", "b", None]
+
+
+def test_key_in_processing_is_not_handed_out_twice_but_requeued_on_done() -> None:
+    q = WorkQueue()
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+    q.add("a")  # changed while a worker holds it
+    assert q.get(timeout=0) is None  # not given to a second worker
+    q.done("a")
+    assert q.get(timeout=0) == "a"  # processed again: the change is not lost
+    q.done("a")
+    assert q.get(timeout=0) is None
+
+
+def test_add_after_waits_until_due_and_earliest_wins() -> None:
+    clock = FakeClock()
+    q = WorkQueue(clock=clock)
+    q.add_after("a", 5)
+    q.add_after("a", 2)
+    q.add_after("a", 9)
+    assert q.get(timeout=0) is None and q.delayed == 1
+    clock.now += 2
+    assert q.get(timeout=0) == "a"
+    q.done("a")
+    clock.now += 10
+    assert q.get(timeout=0) is None  # superseded entries do not fire again
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    q = WorkQueue(base_delay=1.0, max_delay=10.0, rng=lambda: 1.0)  # max jitter: +20 %
+    delays = [q.add_rate_limited("a") for _ in range(6)]
+    assert delays == pytest.approx([1.2, 2.4, 4.8, 9.6, 10.0, 10.0])
+    low = WorkQueue(base_delay=1.0, max_delay=10.0, rng=lambda: 0.0)  # min jitter: -20 %
+    assert low.add_rate_limited("a") == pytest.approx(0.8)
+    assert q.failures("a") == 6
+    q.forget("a")
+    assert q.add_rate_limited("a") == pytest.approx(1.2)  # back to the base after a success
+    assert q.add_rate_limited("other") == pytest.approx(1.2)  # per key
+
+
+def test_retry_after_is_a_floor() -> None:
+    q = WorkQueue(base_delay=0.1, rng=lambda: 0.5)
+    assert q.add_rate_limited("a", retry_after=3) == 3
+    assert q.add_rate_limited("b", retry_after=0.01) == pytest.approx(0.1)
+
+
+def test_get_blocks_until_add_and_shutdown_unblocks() -> None:
+    q = WorkQueue()
+    got: list[str | None] = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    q.add("x")
+    t.join(timeout=5)
+    assert got == ["x"]
+    t2 = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    t2.start()
+    q.shutdown()
+    t2.join(timeout=5)
+    assert not t2.is_alive() and got[-1] is None
+
+
+def test_delayed_key_wakes_a_blocked_worker() -> None:
+    q = WorkQueue()
+    start = time.monotonic()
+    q.add_after("a", 0.1)
+    assert q.get(timeout=5) == "a"
+    assert 0.09 <= time.monotonic() - start < 2
+
+
+def test_wait_idle_waits_for_processing() -> None:
+    q = WorkQueue()
+    q.add("a")
+    key = q.get(timeout=0)
+    assert key == "a"
+    assert q.wait_idle(0.05) is False
+    threading.Timer(0.05, q.done, args=("a",)).start()
+    assert q.wait_idle(5) is True

@@ -1,0 +1,128 @@
+"""``vsphere-kale sandbox``: the local playground.
+
+``vsphere-kale sandbox apiserver`` serves the in-memory Kubernetes API server
+(:mod:`vsphere_kale.sandbox`) until Ctrl-C and writes a kubeconfig for kubectl and the
+kubernetes client. The group leaves room for more subcommands (a whole local system on the
+sandbox): add them with ``@sandbox_group.command(...)`` in this module or
+``sandbox_group.add_command(...)`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from vsphere_kale.commands.sandbox_run import run_from_options, run_options
+from vsphere_kale.errors import ConfigError
+from vsphere_kale.sandbox.kubeconfig import context_name
+from vsphere_kale.sandbox.resources import FLAVORS
+from vsphere_kale.sandbox.server import SEEDS, build_sandbox
+from vsphere_kale.sandbox.testing import RunningSandbox
+
+
+@click.group("sandbox", invoke_without_command=True)
+@run_options
+@click.pass_context
+def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
+    """A local, in-memory stand-in for a Kubeflow-on-TKG cluster (no pods run).
+
+    Without a subcommand: the whole system (sandbox API server, webhook, admin API,
+    reconciler, JupyterLab with the health notebook) until Ctrl-C."""
+    if ctx.invoked_subcommand is None:
+        run_from_options(**options)
+
+
+@sandbox_group.command("apiserver")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=6443,
+    show_default=True,
+    help="Port to listen on (0 picks a free one).",
+)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--flavor",
+    type=click.Choice(FLAVORS),
+    default="psa",
+    show_default=True,
+    help="psp: a TKG 1.24 cluster with PodSecurityPolicy; psa: Kubernetes >= 1.25.",
+)
+@click.option(
+    "--seed",
+    type=click.Choice(SEEDS),
+    default="kubeflow-demo",
+    show_default=True,
+    help="Initial objects.",
+)
+@click.option(
+    "--kubeconfig-out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="sandbox.kubeconfig",
+    show_default=True,
+    help="Where to write the kubeconfig (admin context current, one context per seeded user).",
+)
+@click.option(
+    "--tls/--no-tls",
+    default=True,
+    show_default=True,
+    help="Serve HTTPS with a generated CA (written into the kubeconfig). kubectl "
+    "sends no bearer token over plain HTTP, so with --no-tls it is anonymous.",
+)
+@click.option("--no-kubeflow", is_flag=True, help="Do not emulate the Kubeflow profile controller.")
+@click.option(
+    "--no-authz", is_flag=True, help="Switch RBAC off: every authenticated request is allowed."
+)
+def apiserver_command(
+    port: int,
+    address: str,
+    flavor: str,
+    seed: str,
+    kubeconfig_out: str,
+    tls: bool,
+    no_kubeflow: bool,
+    no_authz: bool,
+) -> None:
+    """Serve the sandbox Kubernetes API server until Ctrl-C."""
+    try:
+        setup = build_sandbox(
+            flavor=flavor, seed=seed, authorization=not no_authz, kubeflow=not no_kubeflow
+        )
+    except ValueError as exc:
+        raise ConfigError("", str(exc)) from exc
+    try:
+        running = RunningSandbox(
+            setup.sandbox,
+            setup.tokens,
+            tls=tls,
+            address=address,
+            port=port,
+            kubeconfig_path=Path(kubeconfig_out),
+        )
+    except OSError as exc:
+        raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    kubeconfig = running.kubeconfig_path
+    click.echo(f"sandbox API server ({flavor}, seed {seed}) serving on {running.url}")
+    click.echo(
+        f"kubeconfig: {kubeconfig} (contexts: {', '.join(context_name(u) for u in running.tokens)})"
+    )
+    click.echo(f"try: kubectl --kubeconfig {kubeconfig} get profiles,namespaces,pvc -A")
+    click.echo("press Ctrl-C to stop")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        running.stop()
+    click.echo("sandbox stopped")

@@ -1,0 +1,519 @@
+"""The whole system on the sandbox, in one process: what ``vsphere-kale sandbox`` runs.
+
+:class:`LocalSystem` starts
+
+1. the sandbox API server (``kubeflow-demo`` seed: Profiles alice and bob, alice's Pending Kale
+   marshal volume; RBAC on; the Kubeflow profile controller emulated);
+2. the install, as ``vsphere-kale install`` would make it: namespace, ServiceAccount, Service
+   and RBAC from ``deploy/base``, a CA and serving certificate from :mod:`vsphere_kale.certs`,
+   and the MutatingWebhookConfiguration with that CA as ``caBundle`` (the sandbox reaches the
+   Service ``vsphere-kale/vsphere-kale:443`` through its service map, on 127.0.0.1);
+3. ``serve``'s parts as the ``vsphere-kale`` ServiceAccount (a TokenRequest token): the HTTPS
+   webhook server with the admin API mounted, and the leader-elected reconciler;
+4. the files a notebook needs to act as alice: a token file, a kubeconfig, the CA.
+
+Tests use it directly; the CLI adds JupyterLab on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+import yaml
+from kubernetes import client
+
+from vsphere_kale.adminapi import build_admin_routes
+from vsphere_kale.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
+from vsphere_kale.kube import call, kube_errors
+from vsphere_kale.reconciler import Reconciler
+from vsphere_kale.sandbox.kubeconfig import context_name
+from vsphere_kale.sandbox.server import build_sandbox
+from vsphere_kale.sandbox.testing import RunningSandbox
+from vsphere_kale.server import WebhookServer
+from vsphere_kale.settings import Settings, StorageSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMESPACE = "vsphere-kale"
+SERVICE_NAME = "vsphere-kale"
+DEPLOY_BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
+# The files of deploy/base that make sense without a Deployment (no pods run in the sandbox).
+INSTALL_FILES = (
+    "namespace.yaml",
+    "serviceaccount.yaml",
+    "service.yaml",
+    "rbac.yaml",
+    "reconciler-clusterrole.yaml",
+)
+WEBHOOK_FILE = "mutatingwebhookconfiguration.yaml"
+_START_TIMEOUT = 20.0
+_STOP_TIMEOUT = 10.0
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A port free right now; the webhook Service must be mapped before serve listens."""
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def _creators(api: client.ApiClient) -> dict[str, Callable[[str | None, dict[str, Any]], Any]]:
+    core = client.CoreV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    return {
+        "Namespace": lambda ns, doc: core.create_namespace(doc),
+        "ServiceAccount": lambda ns, doc: core.create_namespaced_service_account(ns, doc),
+        "Service": lambda ns, doc: core.create_namespaced_service(ns, doc),
+        "ClusterRole": lambda ns, doc: rbac.create_cluster_role(doc),
+        "ClusterRoleBinding": lambda ns, doc: rbac.create_cluster_role_binding(doc),
+        "Role": lambda ns, doc: rbac.create_namespaced_role(ns, doc),
+        "RoleBinding": lambda ns, doc: rbac.create_namespaced_role_binding(ns, doc),
+        "MutatingWebhookConfiguration": lambda ns, doc: (
+            admission.create_mutating_webhook_configuration(doc)
+        ),
+    }
+
+
+def apply_documents(api: client.ApiClient, documents: list[dict[str, Any]]) -> None:
+    """Create each document; one that exists already (409) is left as it is."""
+    creators = _creators(api)
+    for doc in documents:
+        kind = doc["kind"]
+        name = doc["metadata"]["name"]
+        namespace = doc["metadata"].get("namespace")
+        if kind not in creators:
+            raise ConfigError("deploy/base", f"the sandbox cannot create a {kind} ({name})")
+        try:
+            with kube_errors(f"create {kind.lower()} {name}"):
+                creators[kind](namespace, doc)
+        except KubeConflict:
+            log.debug("%s %s exists already", kind, name)
+
+
+def read_documents(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "deploy/base", f"cannot read {path}: {exc.strerror}; run from a source checkout"
+        ) from exc
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+class _ServeThread:
+    """``serve``'s HTTPS server (webhook + admin API) on its own event loop thread."""
+
+    def __init__(self, server: WebhookServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vsphere-kale-serve", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to start(), which raises it in the caller
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._started.wait(_START_TIMEOUT):
+            raise RuntimeError("serve did not start listening")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.server.stop(drain_timeout=2), self.loop)
+        try:
+            future.result(_STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("serve did not stop within %ss", _STOP_TIMEOUT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(_STOP_TIMEOUT)
+
+
+class LocalSystem:
+    """Sandbox + install + serve, started by :meth:`start` (or ``with``), in ``workdir``.
+
+    After start: ``running`` (the sandbox), ``kubeconfig_path`` (admin context current, one
+    context per seeded user), ``admin_url`` and ``ca_file`` (the admin API), and for the
+    notebook user: ``user_token_file``, ``user_kubeconfig``, ``namespace``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        flavor: str = "psp",
+        user: str = "alice",
+        rwx_storage_class: str = "nfs-client",
+        leader_election: bool = True,
+    ) -> None:
+        self.workdir = workdir
+        self.flavor = flavor
+        self.user = user
+        self.namespace = user
+        self.settings = Settings(storage=StorageSettings(rwx_storage_class=rwx_storage_class))
+        self.leader_election = leader_election
+        self.serve_port = 0
+        self.running: RunningSandbox | None = None
+        self.reconciler: Reconciler | None = None
+        self._serve: _ServeThread | None = None
+        self.kubeconfig_path = workdir / "kubeconfig"
+        self.ca_file = workdir / "certs" / "ca.crt"
+        self.user_token_file = workdir / f"{user}.token"
+        self.user_kubeconfig = workdir / f"{user}.kubeconfig"
+
+    @property
+    def admin_url(self) -> str:
+        return f"https://127.0.0.1:{self.serve_port}"
+
+    def jupyter_traits(self) -> dict[str, Any]:
+        """``VsphereKaleApp`` configuration for a Jupyter server acting as the notebook user."""
+        return {
+            "admin_url": self.admin_url,
+            "namespace": self.namespace,
+            "token_file": str(self.user_token_file),
+            "ca_file": str(self.ca_file),
+            "kubeconfig": str(self.user_kubeconfig),
+        }
+
+    def start(self) -> LocalSystem:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.serve_port = free_port()
+        service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:443"
+        setup = build_sandbox(
+            flavor=self.flavor,
+            seed="kubeflow-demo",
+            authorization=True,
+            kubeflow=True,
+            service_map={service_key: f"127.0.0.1:{self.serve_port}"},
+        )
+        if self.user not in setup.tokens:
+            raise ConfigError("--user", f"{self.user!r} is not a seeded user")
+        # TLS: kubectl sends bearer tokens only over HTTPS (over plain HTTP it would be
+        # anonymous); the generated CA goes into the kubeconfig.
+        self.running = RunningSandbox(
+            setup.sandbox, setup.tokens, tls=True, kubeconfig_path=self.kubeconfig_path
+        )
+        admin = self.running.api_client()
+
+        # The install: objects of deploy/base, then the CA and the webhook that trusts it.
+        for name in INSTALL_FILES:
+            apply_documents(admin, read_documents(DEPLOY_BASE / name))
+        bundle = build_cert_bundle(SERVICE_NAME, SERVICE_NAMESPACE, extra_sans=["127.0.0.1"])
+        write_cert_files(self.workdir / "certs", bundle, force=True)
+        (webhook,) = read_documents(DEPLOY_BASE / WEBHOOK_FILE)
+        for hook in webhook["webhooks"]:
+            hook["clientConfig"]["caBundle"] = base64.b64encode(bundle.ca_cert).decode()
+        apply_documents(admin, [webhook])
+
+        # serve runs as its ServiceAccount, so the shipped RBAC is what it gets.
+        token = call(
+            "create serviceaccount token vsphere-kale/vsphere-kale",
+            lambda: client.CoreV1Api(admin).create_namespaced_service_account_token(
+                SERVICE_NAME, SERVICE_NAMESPACE, {"spec": {"expirationSeconds": 86400}}
+            ),
+        ).status.token
+        service_api = self.running.api_client(token)
+        self.reconciler = Reconciler(
+            service_api,
+            self.settings,
+            identity="vsphere-kale-sandbox",
+            leader_election=self.leader_election,
+        )
+        self.reconciler.start()
+        routes = build_admin_routes(
+            api_client=service_api, settings=self.settings, reconciler=self.reconciler
+        )
+        certs = self.workdir / "certs"
+        self._serve = _ServeThread(
+            WebhookServer(
+                self.settings,
+                cert_file=certs / "tls.crt",
+                key_file=certs / "tls.key",
+                address="127.0.0.1",
+                port=self.serve_port,
+                extra_handlers=routes,
+            )
+        )
+        self._serve.start()
+
+        # The notebook user's identity, as a Kubeflow pod would have it (token + kubeconfig).
+        user_token = self.running.tokens[self.user]
+        self.user_token_file.write_text(user_token + "\n", encoding="utf-8")
+        self.user_token_file.chmod(0o600)
+        self.running.write_kubeconfig(self.user_kubeconfig, token=user_token, user=self.user)
+
+    def stop(self) -> None:
+        """Stop serve, the reconciler and the sandbox; every step bounded, errors logged."""
+        if self._serve is not None:
+            self._serve.stop()
+            self._serve = None
+        if self.reconciler is not None:
+            self.reconciler.stop(timeout=_STOP_TIMEOUT)
+            self.reconciler = None
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+    def __enter__(self) -> LocalSystem:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- the `vsphere-kale sandbox` run mode ------------------------------------------------------
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "cluster-health.ipynb"
+_LAB_STOP_TIMEOUT = 15.0
+
+
+def lab_command(
+    system: LocalSystem, *, root_dir: Path, port: int, token: str, open_browser: bool
+) -> list[str]:
+    """The ``jupyter lab`` command line: the extension pointed at the local admin API."""
+    traits = [f"--VsphereKaleApp.{name}={value}" for name, value in system.jupyter_traits().items()]
+    return [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--ServerApp.open_browser={open_browser}",
+        f"--LabApp.default_url=/lab/tree/{NOTEBOOK.name}",
+        # Containers and CI run as root; the server listens on 127.0.0.1 with a token only.
+        f"--ServerApp.allow_root={os.geteuid() == 0}",
+        *traits,
+    ]
+
+
+def _wait_for_lab(process: subprocess.Popen[bytes], url: str, *, timeout: float) -> None:
+    """Until the extension answers through JupyterLab (bounded), or the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise VsphereKaleError(
+                f"JupyterLab exited with code {process.returncode} before it served; "
+                "see its log above (is the port free?)"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers; the status itself may be an error the panel will show
+        except OSError:
+            time.sleep(0.2)
+    raise VsphereKaleError(f"JupyterLab did not answer on {url} within {timeout:g} s")
+
+
+def _stop_lab(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    # SIGTERM: jupyter_server shuts its kernels down and exits; SIGINT would ask "y/n?".
+    process.terminate()
+    try:
+        process.wait(_LAB_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log.warning("JupyterLab did not stop within %ss; killing it", _LAB_STOP_TIMEOUT)
+        process.kill()
+        process.wait(_STOP_TIMEOUT)
+
+
+def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
+    """What to try, for the banner (kubectl commands against the sandbox)."""
+    assert system.running is not None
+    kubeconfig = system.kubeconfig_path
+    contexts = ", ".join(context_name(user) for user in system.running.tokens)
+    lines = [
+        f"vsphere-kale sandbox is running ({system.flavor} flavor, seed kubeflow-demo)",
+        f"  API server  {system.running.url}",
+        f"  kubeconfig  {kubeconfig}  (contexts: {contexts})",
+        f"  serve       {system.admin_url}  (webhook + admin API; CA {system.ca_file})",
+    ]
+    if lab_url:
+        lines.append(f"  JupyterLab  {lab_url}")
+        lines.append(
+            f"              (the notebook acts as {system.user} in namespace {system.namespace})"
+        )
+    else:
+        lines += [
+            "  JupyterLab  not started (--no-lab); to use the panel from your own server:",
+            "    jupyter lab "
+            + " ".join(
+                f"--VsphereKaleApp.{name}={value}"
+                for name, value in system.jupyter_traits().items()
+            ),
+        ]
+    k = f"kubectl --kubeconfig {kubeconfig}"
+    lines += [
+        "",
+        "Try next:",
+        f"  {k} get pvc -n alice      # the stuck Kale marshal volume, on a block class",
+        f"  {k} apply -f deploy/examples/kale-rwm-volume.yaml   # a Kale rwm volume (RWX)",
+        f"  {k} get pvc -n alice -o custom-columns=NAME:.metadata.name,"
+        "CLASS:.spec.storageClassName      # the webhook put it on nfs-client",
+        f"  {k} apply -f - <<'YAML'   # a new Profile: the reconciler grants its pods the PSP",
+        "apiVersion: kubeflow.org/v1",
+        "kind: Profile",
+        "metadata: {name: carol}",
+        "spec: {owner: {kind: User, name: carol@example.com}}",
+        "YAML",
+        f"  {k} get rolebinding -n carol",
+        "  Refresh / Reconcile in the notebook panel to see and repair alice's namespace.",
+        "",
+        "Press Ctrl-C to stop everything.",
+    ]
+    return "\n".join(lines)
+
+
+def run_sandbox(
+    *,
+    flavor: str,
+    workdir: Path,
+    lab: bool,
+    lab_port: int,
+    open_browser: bool,
+    lab_timeout: float = 120.0,
+    echo: Callable[[str], None] = click.echo,
+) -> None:
+    """Start everything, print what to try, wait for Ctrl-C (or SIGTERM), stop everything."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    process: subprocess.Popen[bytes] | None = None
+    system = LocalSystem(workdir, flavor=flavor)
+    try:
+        echo(f"starting the sandbox API server, the install and serve in {workdir} ...")
+        system.start()
+        lab_url = None
+        if lab:
+            if importlib.util.find_spec("jupyterlab") is None:
+                raise VsphereKaleError(
+                    "JupyterLab is not installed: pip install 'vsphere-kale[lab]', "
+                    "or run with --no-lab"
+                )
+            notebooks = workdir / "notebooks"
+            notebooks.mkdir(exist_ok=True)
+            target = notebooks / NOTEBOOK.name
+            if not target.exists():  # keep the user's edits across runs
+                shutil.copyfile(NOTEBOOK, target)
+            token = secrets.token_hex(16)
+            command = lab_command(
+                system, root_dir=notebooks, port=lab_port, token=token, open_browser=open_browser
+            )
+            # Own session: a terminal's Ctrl-C reaches only us, and we stop JupyterLab
+            # with SIGTERM (its SIGINT handler would stop to ask a y/n question).
+            process = subprocess.Popen(command, start_new_session=True)
+            base = f"http://127.0.0.1:{lab_port}/"
+            _wait_for_lab(
+                process, f"{base}vsphere-kale/api/status?token={token}", timeout=lab_timeout
+            )
+            lab_url = f"{base}lab/tree/{NOTEBOOK.name}?token={token}"
+        echo(next_steps(system, lab_url=lab_url))
+        while not stop.wait(0.5):
+            if process is not None and process.poll() is not None:
+                echo(f"JupyterLab exited (code {process.returncode}); stopping")
+                break
+    finally:
+        if process is not None:
+            _stop_lab(process)
+        system.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    echo("sandbox stopped")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def run_options(command: F) -> F:
+    """The run mode's options, for the ``sandbox`` group (``vsphere-kale sandbox [OPTIONS]``)."""
+    for option in reversed(
+        [
+            click.option(
+                "--flavor",
+                type=click.Choice(["psp", "psa"]),
+                default="psp",
+                show_default=True,
+                help="psp: TKG up to 1.24 (PodSecurityPolicy); psa: Kubernetes >= 1.25.",
+            ),
+            click.option(
+                "--workdir",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=Path(".vsphere-kale-sandbox"),
+                show_default=True,
+                help="Where the kubeconfig, certificates, tokens and the notebook copy go.",
+            ),
+            click.option("--no-lab", is_flag=True, help="Headless: do not start JupyterLab."),
+            click.option(
+                "--lab-port",
+                type=click.IntRange(1, 65535),
+                default=8888,
+                show_default=True,
+                help="JupyterLab's port on 127.0.0.1.",
+            ),
+            click.option(
+                "--no-browser", is_flag=True, help="Do not open a browser on the notebook."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def run_from_options(
+    *, flavor: str, workdir: Path, no_lab: bool, lab_port: int, no_browser: bool
+) -> None:
+    run_sandbox(
+        flavor=flavor,
+        workdir=workdir.resolve(),
+        lab=not no_lab,
+        lab_port=lab_port,
+        open_browser=not no_browser,
+    )

@@ -1,0 +1,704 @@
+"""``vsphere-kale install`` / ``uninstall``: apply the rendered manifests idempotently.
+
+Apply is create-or-compare-and-patch, per object, like ``kubectl apply`` prints it:
+
+- GET; absent -> POST (``created``); a 409 on the POST (someone created it meanwhile) falls
+  through to the comparison;
+- present -> ``unchanged`` when every field we render is already there with our value (the
+  server's defaults and other writers' extra fields are fine), else a JSON merge patch with the
+  rendered object (``configured``): maps merge, lists are replaced as a whole, fields we
+  never set (another controller's annotations, ``status``) stay untouched.
+
+Server-side apply would also do, but needs field-ownership bookkeeping to be honest about
+``unchanged``; the merge patch is understood identically by every API server since 1.16.
+
+Objects are addressed through a static table of the kinds deploy/ renders (no discovery
+round trips; an unknown kind is a bug in deploy/ and stops the install before any write).
+
+Uninstall removes only objects that carry ``app.kubernetes.io/managed-by: vsphere-kale`` *and*
+have one of the names install renders, in reverse apply order; the namespace only when
+install created it (annotation :data:`CREATED_BY_ANNOTATION`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from vsphere_kale import certs, render, rotation
+from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
+from vsphere_kale.kube import kube_errors
+from vsphere_kale.settings import Settings, settings_from_mapping
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "vsphere-kale-install"
+REQUEST_TIMEOUT = 30.0
+CREATED_BY_ANNOTATION = "vsphere-kale.io/created-by"
+"""On the Namespace: ``install`` when install created it, so uninstall may delete it. A
+namespace that existed before is never labelled, patched or deleted by us."""
+CREATED_BY_INSTALL = "install"
+
+Outcome = Literal["created", "configured", "unchanged", "deleted", "not found", "kept"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    prefix: str
+    plural: str
+    namespaced: bool
+
+
+RESOURCES: Mapping[tuple[str, str], Resource] = {
+    ("v1", "Namespace"): Resource("/api/v1", "namespaces", False),
+    ("v1", "ServiceAccount"): Resource("/api/v1", "serviceaccounts", True),
+    ("v1", "ConfigMap"): Resource("/api/v1", "configmaps", True),
+    ("v1", "Secret"): Resource("/api/v1", "secrets", True),
+    ("v1", "Service"): Resource("/api/v1", "services", True),
+    ("policy/v1beta1", "PodSecurityPolicy"): Resource(
+        "/apis/policy/v1beta1", "podsecuritypolicies", False
+    ),
+    ("policy/v1", "PodDisruptionBudget"): Resource("/apis/policy/v1", "poddisruptionbudgets", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): Resource(
+        "/apis/rbac.authorization.k8s.io/v1", "clusterroles", False
+    ),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): Resource(
+        "/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role"): Resource(
+        "/apis/rbac.authorization.k8s.io/v1", "roles", True
+    ),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): Resource(
+        "/apis/rbac.authorization.k8s.io/v1", "rolebindings", True
+    ),
+    ("apps/v1", "Deployment"): Resource("/apis/apps/v1", "deployments", True),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Resource(
+        "/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False
+    ),
+    ("cert-manager.io/v1", "Issuer"): Resource("/apis/cert-manager.io/v1", "issuers", True),
+    ("cert-manager.io/v1", "Certificate"): Resource(
+        "/apis/cert-manager.io/v1", "certificates", True
+    ),
+}
+
+
+def resource_for(key: render.ObjectKey) -> Resource:
+    found = RESOURCES.get((key.api_version, key.kind))
+    if found is None:
+        raise VsphereKaleError(
+            f"the installer does not know {key.api_version} {key.kind} ({key.describe()})"
+        )
+    return found
+
+
+def object_path(key: render.ObjectKey, *, with_name: bool = True) -> str:
+    res = resource_for(key)
+    path = res.prefix
+    if res.namespaced:
+        path += f"/namespaces/{key.namespace}"
+    path += f"/{res.plural}"
+    return f"{path}/{key.name}" if with_name else path
+
+
+# --- comparison (pure) -------------------------------------------------------------------------
+
+
+def contains(live: Any, want: Any) -> bool:
+    """Whether ``live`` already has every field of ``want`` with the same value.
+
+    Extra fields in ``live`` (server defaults, other writers) do not count; lists must match
+    element by element (we replace them as a whole when they differ).
+    """
+    if isinstance(want, dict):
+        return isinstance(live, dict) and all(
+            k in live and contains(live[k], v) for k, v in want.items()
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(want)
+            and all(contains(a, b) for a, b in zip(live, want, strict=True))
+        )
+    if isinstance(want, bool) or isinstance(live, bool):
+        return live is want
+    return bool(live == want)
+
+
+# --- the raw client ----------------------------------------------------------------------------
+
+
+class RawApi:
+    """JSON requests through the real ApiClient (auth, TLS and proxies from the kubeconfig)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        body: Any = None,
+        query: Sequence[tuple[str, str]] = (),
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        with kube_errors(action):
+            request = self.api_client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list(query),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self.api_client.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+            response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(http_resp=response)
+            data = json.loads(response.data or b"{}")
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: render.ObjectKey) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", object_path(key), action=f"get {key.describe()}")
+        except KubeNotFound:
+            return None
+
+    def served(self, api_version: str) -> bool:
+        """Whether the API serves a group-version (cert-manager.io/v1, policy/v1beta1)."""
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            self.request("GET", path, action=f"get {path}")
+        except KubeNotFound:
+            return False
+        return True
+
+
+def fetch_installed_settings(api: RawApi, namespace: str) -> Settings | None:
+    """The settings file of an existing installation (its ConfigMap), if there is one."""
+    try:
+        cm = api.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/configmaps/{render.CONFIG_MAP}",
+            action=f"get configmap {namespace}/{render.CONFIG_MAP}",
+        )
+    except KubeNotFound:
+        return None
+    text = (cm.get("data") or {}).get(render.CONFIG_KEY)
+    if not text:
+        return None
+    try:
+        return settings_from_mapping(yaml.safe_load(text))
+    except (ConfigError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"configmap {namespace}/{render.CONFIG_MAP}",
+            f"the installed {render.CONFIG_KEY} is invalid ({exc}); pass --config to replace it",
+        ) from exc
+
+
+# --- install -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    key: render.ObjectKey
+    outcome: Outcome
+    note: str = ""
+
+    def line(self, *, dry_run: bool = False) -> str:
+        suffix = (
+            " (server dry run)"
+            if dry_run and self.outcome in ("created", "configured", "deleted")
+            else ""
+        )
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.key.describe()} {self.outcome}{suffix}{note}"
+
+
+@dataclass
+class InstallResult:
+    changes: list[Change] = field(default_factory=list)
+    cert_plan: rotation.InstallCertPlan | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any(c.outcome not in ("unchanged", "kept") for c in self.changes)
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    settings: Settings
+    components: tuple[str, ...] = ()
+    image: str | None = None
+    dry_run: bool = False
+
+    @property
+    def cert_manager(self) -> bool:
+        return "cert-manager" in self.components
+
+
+def _strip(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+class Installer:
+    """Applies rendered objects and manages the TLS material (I/O)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        dry_run: bool = False,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.api = RawApi(api_client)
+        self.dry_run = dry_run
+        self._echo = echo or (lambda _line: None)
+
+    def _query(self) -> list[tuple[str, str]]:
+        query = [("fieldManager", FIELD_MANAGER)]
+        if self.dry_run:
+            query.append(("dryRun", "All"))
+        return query
+
+    def report(self, change: Change) -> Change:
+        self._echo(change.line(dry_run=self.dry_run))
+        return change
+
+    def apply(self, obj: Mapping[str, Any]) -> Change:
+        key = render.ObjectKey.of(obj)
+        want = _strip(obj)
+        live = self.api.get(key)
+        if key.kind == "Namespace":
+            return self._apply_namespace(key, want, live)
+        if live is None:
+            try:
+                self.api.request(
+                    "POST",
+                    object_path(key, with_name=False),
+                    action=f"create {key.describe()}",
+                    body=want,
+                    query=self._query(),
+                )
+                return self.report(Change(key, "created"))
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                live = self.api.get(key)  # created meanwhile: compare with that
+        if live is not None and contains(live, want):
+            return self.report(Change(key, "unchanged"))
+        self.api.request(
+            "PATCH",
+            object_path(key),
+            action=f"patch {key.describe()}",
+            body=want,
+            query=self._query(),
+            content_type="application/merge-patch+json",
+        )
+        return self.report(Change(key, "configured"))
+
+    def _apply_namespace(
+        self, key: render.ObjectKey, want: dict[str, Any], live: dict[str, Any] | None
+    ) -> Change:
+        if live is None:
+            body = json.loads(json.dumps(want))
+            body["metadata"].setdefault("annotations", {})[CREATED_BY_ANNOTATION] = (
+                CREATED_BY_INSTALL
+            )
+            self.api.request(
+                "POST",
+                object_path(key, with_name=False),
+                action=f"create {key.describe()}",
+                body=body,
+                query=self._query(),
+            )
+            return self.report(Change(key, "created"))
+        annotations = (live.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(CREATED_BY_ANNOTATION) != CREATED_BY_INSTALL:
+            # Someone else's namespace: its labels (e.g. Pod Security enforce levels) protect
+            # their workloads, so we do not touch it.
+            return self.report(Change(key, "unchanged", "existed before install; left as is"))
+        if contains(live, want):
+            return self.report(Change(key, "unchanged"))
+        self.api.request(
+            "PATCH",
+            object_path(key),
+            action=f"patch {key.describe()}",
+            body=want,
+            query=self._query(),
+            content_type="application/merge-patch+json",
+        )
+        return self.report(Change(key, "configured"))
+
+    # -- certificates --
+
+    def fetch_tls(self, namespace: str) -> tuple[dict[str, bytes] | None, dict[str, str], bytes]:
+        """(Secret data decoded or None, its annotations, the live caBundle PEM or b"")."""
+        secret = self.api.get(render.ObjectKey("v1", "Secret", render.TLS_SECRET, namespace))
+        hooks = self.api.get(
+            render.ObjectKey(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+                render.WEBHOOK_CONFIGURATION,
+                None,
+            )
+        )
+        data = None
+        annotations: dict[str, str] = {}
+        if secret is not None:
+            data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            annotations = dict((secret.get("metadata") or {}).get("annotations") or {})
+        return data, annotations, rotation.bundle_of(hooks)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """What install writes for self-managed certificates."""
+
+    data: dict[str, bytes]
+    """Secret data: ca.crt, ca.key, tls.crt, tls.key."""
+    bundle: bytes
+    """The webhook's caBundle (PEM): the CA, plus the previous one during a rollover."""
+    annotations: dict[str, str]
+
+
+def build_certificates(
+    plan: rotation.InstallCertPlan,
+    existing: Mapping[str, bytes] | None,
+    annotations: Mapping[str, str],
+    *,
+    namespace: str,
+    now: dt.datetime,
+) -> TlsMaterial:
+    """Generate (or reuse) the TLS material the install plan asks for."""
+    dns_names = certs.service_dns_names(render.NAME, namespace)
+    notes = {k: v for k, v in annotations.items() if k == rotation.ROLLOVER_ANNOTATION}
+    if plan.action == "new-ca" or existing is None:
+        ca_cert, ca_key = certs.build_ca(
+            f"vsphere-kale-ca ({namespace}, {rotation.format_time(now)})", days=rotation.CA_DAYS
+        )
+        notes.pop(rotation.ROLLOVER_ANNOTATION, None)
+        if plan.keep_in_bundle:
+            # The leader drops the previous CA from the bundle after the grace period.
+            notes[rotation.ROLLOVER_ANNOTATION] = rotation.format_time(now)
+    else:
+        ca_cert, ca_key = existing[rotation.CA_CERT], existing[rotation.CA_KEY]
+    if plan.action == "reuse" and existing is not None:
+        tls_cert, tls_key = existing[rotation.TLS_CERT], existing[rotation.TLS_KEY]
+    else:
+        tls_cert, tls_key = certs.build_serving_cert(
+            ca_cert,
+            ca_key,
+            dns_names=dns_names,
+            days=rotation.SERVING_DAYS,
+            common_name=dns_names[2],
+        )
+    data = {
+        rotation.CA_CERT: ca_cert,
+        rotation.CA_KEY: ca_key,
+        rotation.TLS_CERT: tls_cert,
+        rotation.TLS_KEY: tls_key,
+    }
+    bundle = rotation.build_bundle(
+        rotation.parse_bundle(ca_cert)
+        + [c for pem in plan.keep_in_bundle for c in rotation.parse_bundle(pem)]
+    )
+    return TlsMaterial(data, bundle, notes)
+
+
+def prepare_manifests(
+    options: InstallOptions,
+    *,
+    rendered: Sequence[dict[str, Any]],
+    tls: TlsMaterial | None = None,
+) -> list[dict[str, Any]]:
+    """Rendered + settings (+ caBundle and Secret with ``tls``), in apply order."""
+    objects = render.build_manifests(rendered, settings=options.settings, image=options.image)
+    if tls is not None and not options.cert_manager:
+        render.set_ca_bundle(objects, tls.bundle)
+        objects.append(
+            render.build_tls_secret(
+                options.settings.namespace, tls.data, annotations=tls.annotations
+            )
+        )
+    return render.sort_for_apply(objects)
+
+
+def install(
+    api_client: client.ApiClient,
+    options: InstallOptions,
+    *,
+    rendered: Sequence[dict[str, Any]],
+    echo: Callable[[str], None] | None = None,
+    now: dt.datetime | None = None,
+) -> InstallResult:
+    """Apply everything; print one line per object through ``echo``."""
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    installer = Installer(api_client, dry_run=options.dry_run, echo=echo)
+    result = InstallResult()
+    ns = options.settings.namespace
+    if options.cert_manager and not installer.api.served("cert-manager.io/v1"):
+        raise VsphereKaleError(
+            "the cert-manager overlay needs cert-manager (cert-manager.io/v1 is not served): "
+            "install cert-manager first, or drop --overlay cert-manager"
+        )
+    if "psp" in options.components and not installer.api.served("policy/v1beta1"):
+        raise VsphereKaleError(
+            "the psp overlay needs PodSecurityPolicy (policy/v1beta1), removed in Kubernetes "
+            "1.25: drop --overlay psp on this cluster"
+        )
+    tls: TlsMaterial | None = None
+    if not options.cert_manager:
+        existing, annotations, bundle_pem = installer.fetch_tls(ns)
+        plan = rotation.plan_install_certs(
+            existing,
+            bundle_pem,
+            now=moment,
+            dns_names=certs.service_dns_names(render.NAME, ns),
+        )
+        result.cert_plan = plan
+        tls = build_certificates(plan, existing, annotations, namespace=ns, now=moment)
+    objects = prepare_manifests(options, rendered=rendered, tls=tls)
+    if options.cert_manager:
+        _keep_injected_bundle(installer, objects)
+    for obj in objects:
+        result.changes.append(installer.apply(obj))
+    return result
+
+
+def _keep_injected_bundle(installer: Installer, objects: Sequence[dict[str, Any]]) -> None:
+    """cert-manager mode: carry the caBundle cainjector wrote into our webhook list, which a
+    merge patch replaces as a whole (else every re-install would blank it until cainjector
+    notices)."""
+    hooks = render.find(objects, "MutatingWebhookConfiguration", render.WEBHOOK_CONFIGURATION)
+    if hooks is None:
+        return
+    live = installer.api.get(render.ObjectKey.of(hooks))
+    bundle = rotation.bundle_of(live)
+    if bundle:
+        render.set_ca_bundle(objects, bundle)
+
+
+def render_offline(
+    options: InstallOptions,
+    *,
+    rendered: Sequence[dict[str, Any]],
+    with_certificates: bool,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """``-o yaml``: the manifests without touching a cluster.
+
+    Without ``with_certificates`` neither the TLS Secret nor a caBundle is included: what
+    GitOps should own (see README). With it, a fresh CA and serving certificate are made --
+    and their private keys printed -- for pipelines that seal or vault the Secret themselves.
+    """
+    tls = None
+    if with_certificates and not options.cert_manager:
+        plan = rotation.InstallCertPlan("new-ca", "rendered offline")
+        tls = build_certificates(
+            plan,
+            None,
+            {},
+            namespace=options.settings.namespace,
+            now=now or dt.datetime.now(dt.timezone.utc),
+        )
+    return prepare_manifests(options, rendered=rendered, tls=tls)
+
+
+# --- wait --------------------------------------------------------------------------------------
+
+
+def decide_rollout(deployment: Mapping[str, Any] | None) -> str | None:
+    """Why the Deployment is not rolled out and available yet (None when it is).
+
+    The same test as ``kubectl rollout status``: the controller saw the latest spec, every
+    replica runs it, and all of them are available (readiness ``/readyz`` passed).
+    """
+    if deployment is None:
+        return "the Deployment does not exist"
+    md = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    want = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration", 0)) < int(md.get("generation", 1)):
+        return "waiting for the deployment controller to observe the new spec"
+    updated = int(status.get("updatedReplicas", 0))
+    if updated < want:
+        return f"{updated} of {want} replicas run the new spec"
+    if int(status.get("replicas", 0)) > updated:
+        return "old replicas are still terminating"
+    available = int(status.get("availableReplicas", 0))
+    if available < updated:
+        return f"{available} of {updated} updated replicas are available"
+    return None
+
+
+def decide_endpoints(endpoints: Mapping[str, Any] | None) -> str | None:
+    """Why the webhook Service has no ready endpoint (None when it has one)."""
+    for subset in (endpoints or {}).get("subsets") or []:
+        if subset.get("addresses"):
+            return None
+    return "the webhook Service has no ready endpoints yet"
+
+
+def wait_ready(
+    api_client: client.ApiClient,
+    namespace: str,
+    *,
+    timeout: float,
+    poll: float = 1.0,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Until the Deployment is available and the Service has ready endpoints, or raise."""
+    api = RawApi(api_client)
+    deadline = time.monotonic() + timeout
+    deployment_key = render.ObjectKey("apps/v1", "Deployment", render.NAME, namespace)
+    last = ""
+    while True:
+        why = decide_rollout(api.get(deployment_key))
+        if why is None:
+            try:
+                endpoints = api.request(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/endpoints/{render.NAME}",
+                    action=f"get endpoints {namespace}/{render.NAME}",
+                )
+            except KubeNotFound:
+                endpoints = None
+            why = decide_endpoints(endpoints)
+        if why is None:
+            return
+        if why != last and echo is not None:
+            echo(f"waiting: {why}")
+        last = why
+        if time.monotonic() >= deadline:
+            raise VsphereKaleError(
+                f"not ready after {timeout:.0f} s: {why}; check "
+                f"`kubectl -n {namespace} describe deployment {render.NAME}` and its pods' events"
+            )
+        time.sleep(poll)
+
+
+# --- uninstall ---------------------------------------------------------------------------------
+
+
+def _managed(obj: Mapping[str, Any] | None) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(render.MANAGED_BY_LABEL) == render.MANAGED_BY
+
+
+def uninstall(
+    api_client: client.ApiClient,
+    *,
+    settings: Settings,
+    rendered: Sequence[dict[str, Any]],
+    dry_run: bool = False,
+    purge: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> list[Change]:
+    """Delete what install created, newest dependencies first; see the module docstring.
+
+    ``rendered`` should be the base with every component, so every name install could have
+    created is known. ``purge`` also deletes the reconciler's per-namespace RoleBindings.
+    """
+    installer = Installer(api_client, dry_run=dry_run, echo=echo)
+    api = installer.api
+    ns = settings.namespace
+    objects = render.build_manifests(rendered, settings=settings)
+    objects.append(render.build_tls_secret(ns, {}))
+    changes: list[Change] = []
+    served: dict[str, bool] = {}
+    namespace_obj: dict[str, Any] | None = None
+    for obj in reversed(render.sort_for_apply(objects)):
+        key = render.ObjectKey.of(obj)
+        if key.kind == "Namespace":
+            namespace_obj = obj
+            continue
+        if key.api_version not in served:
+            served[key.api_version] = api.served(key.api_version)
+        if not served[key.api_version]:
+            continue
+        live = api.get(key)
+        if live is None:
+            continue
+        if not _managed(live):
+            changes.append(installer.report(Change(key, "kept", "not labelled managed-by")))
+            continue
+        changes.append(_delete(installer, key))
+    if purge:
+        changes += _purge_bindings(installer, settings)
+    if namespace_obj is not None:
+        key = render.ObjectKey.of(namespace_obj)
+        live = api.get(key)
+        if live is not None:
+            annotations = (live.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(CREATED_BY_ANNOTATION) == CREATED_BY_INSTALL:
+                changes.append(_delete(installer, key))
+            else:
+                changes.append(installer.report(Change(key, "kept", "existed before install")))
+    return changes
+
+
+def _delete(installer: Installer, key: render.ObjectKey) -> Change:
+    query = [("dryRun", "All")] if installer.dry_run else []
+    try:
+        installer.api.request(
+            "DELETE", object_path(key), action=f"delete {key.describe()}", query=query
+        )
+    except KubeNotFound:
+        return installer.report(Change(key, "not found"))
+    return installer.report(Change(key, "deleted"))
+
+
+def _purge_bindings(installer: Installer, settings: Settings) -> list[Change]:
+    name = settings.pod_security.role_binding_name
+    listing = installer.api.request(
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+        action="list rolebindings",
+        query=[("labelSelector", f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}")],
+    )
+    changes = []
+    for item in listing.get("items") or []:
+        md = item.get("metadata") or {}
+        if md.get("name") != name:
+            continue
+        key = render.ObjectKey(
+            "rbac.authorization.k8s.io/v1", "RoleBinding", name, md.get("namespace")
+        )
+        changes.append(_delete(installer, key))
+    return changes
+
+
+def list_managed(api_client: client.ApiClient, kinds: Iterable[tuple[str, str]]) -> list[str]:
+    """``kind/namespace/name`` of every object with our managed-by label (for checks/tests)."""
+    api = RawApi(api_client)
+    found = []
+    for api_version, kind in kinds:
+        res = RESOURCES[(api_version, kind)]
+        if not api.served(api_version):
+            continue
+        listing = api.request(
+            "GET",
+            f"{res.prefix}/{res.plural}",
+            action=f"list {res.plural}",
+            query=[("labelSelector", f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}")],
+        )
+        for item in listing.get("items") or []:
+            md = item.get("metadata") or {}
+            found.append(f"{kind}/{md.get('namespace') or ''}/{md.get('name')}")
+    return sorted(found)

@@ -1,0 +1,550 @@
+"""Pod security for Kubeflow profile namespaces: what a namespace needs, and the plan to get there.
+
+PURE: no I/O, no clients. :mod:`vsphere_kale.reconciler` gathers :class:`NamespaceFacts`
+(from informer caches or one-shot reads), calls :func:`plan`, and one ``apply`` performs
+the plan's actions. :mod:`vsphere_kale.status` uses the same functions to report state.
+
+API
+---
+- :func:`decide_mode` (``configured``, ``psp_served``) -> ``"psp" | "psa" | "off"``
+- :func:`decide_managed` (namespace, ``has_profile``, settings) -> ``(managed, why)``
+- :func:`build_desired` (namespace, ``mode``, settings) -> :class:`Desired`
+- :func:`facts_from_objects` (API JSON of the Namespace and RoleBindings) -> :class:`NamespaceFacts`
+- :func:`plan` (desired, actual, settings) -> :class:`Plan` with ``actions`` (a tuple of
+  :class:`CreateBinding`, :class:`DeleteBinding`, :class:`PatchBinding`,
+  :class:`PatchNamespaceLabels`), ``outcome`` (``create`` | ``repair`` | ``ok`` | ``skipped``
+  | ``conflict``) and ``reason`` (a sentence).
+- :func:`build_role_binding`, :func:`build_binding_patch`, :func:`build_namespace_patch`:
+  the JSON bodies ``apply`` sends.
+
+PSP mode
+--------
+RoleBinding ``roleBindingName`` -> ClusterRole ``pspClusterRole`` for Group
+``system:serviceaccounts:<ns>``, labelled ``app.kubernetes.io/managed-by: vsphere-kale``.
+Any RoleBinding with the same roleRef whose subjects include that group satisfies the
+namespace (the earlier tool's ``rb-all-sa_ns-<ns>``): it is *adopted* by adding our
+managed-by label, so it shows up in the reconciler's label-selected watch and no duplicate is
+ever created. Our own binding whose subjects were edited is patched back; one whose roleRef
+was edited is deleted and re-created, because roleRef is immutable.
+
+Facts may hold only the *managed* bindings of a namespace (what the reconciler's
+label-selected informer sees). When those do not satisfy the namespace, :func:`plan` returns
+``needs_all_bindings=True`` and no actions; the caller lists the namespace's RoleBindings
+and plans again, so an unlabelled equivalent binding is found before anything is created.
+
+PSA mode
+--------
+Namespace labels ``pod-security.kubernetes.io/enforce=<psaLevel>``,
+``enforce-version=latest``, ``warn=<psaWarnLevel>``, ``audit=<psaWarnLevel>``. Which labels
+we set, and the value we set, is recorded in the annotation
+``vsphere-kale.io/managed-labels`` as a JSON object ``{"<label>": "<value we set>"}``. A
+label is ours to change only while its current value is still the value we recorded; a
+label that is absent is set and recorded. A label an admin set (never recorded, or changed by
+hand since we set it) is left alone and reported as a conflict, unless
+``podSecurity.overrideExisting`` is true. For compatibility the annotation may also be a JSON
+list or a comma-separated list of label names; those labels count as ours whatever their
+value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vsphere_kale.settings import PodSecuritySettings
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "vsphere-kale"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+MANAGED_LABELS_ANNOTATION = "vsphere-kale.io/managed-labels"
+PSA_PREFIX = "pod-security.kubernetes.io/"
+PSA_ENFORCE = PSA_PREFIX + "enforce"
+PSA_ENFORCE_VERSION = PSA_PREFIX + "enforce-version"
+PSA_WARN = PSA_PREFIX + "warn"
+PSA_AUDIT = PSA_PREFIX + "audit"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+Mode = Literal["psp", "psa", "off"]
+Outcome = Literal["create", "repair", "ok", "skipped", "conflict"]
+
+
+# --- facts -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One RoleBinding subject (``apiGroup`` is implied by ``kind``)."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class BindingFacts:
+    """One RoleBinding as far as planning cares."""
+
+    name: str
+    role_ref_kind: str
+    role_ref_name: str
+    subjects: tuple[Subject, ...]
+    managed: bool
+    """Carries ``app.kubernetes.io/managed-by: vsphere-kale``."""
+    uid: str = ""
+    resource_version: str = ""
+    role_ref_api_group: str = RBAC_GROUP
+
+
+@dataclass(frozen=True)
+class NamespaceFacts:
+    """What :func:`plan` needs to know about one namespace."""
+
+    name: str
+    exists: bool = True
+    terminating: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    bindings: tuple[BindingFacts, ...] = ()
+    all_bindings: bool = True
+    """``bindings`` holds every RoleBinding in the namespace, not only managed ones."""
+    uid: str = ""
+
+
+# --- desired state -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesiredBinding:
+    name: str
+    cluster_role: str
+    group: str
+    """``system:serviceaccounts:<ns>``: every service account of the namespace, including
+    ``default-editor`` that notebook pods and Kale steps run as."""
+
+
+@dataclass(frozen=True)
+class Desired:
+    namespace: str
+    mode: Mode
+    binding: DesiredBinding | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def required(self) -> str:
+        """One line for status pages: what the namespace must have."""
+        if self.binding is not None:
+            return f"RoleBinding {self.binding.name} -> ClusterRole {self.binding.cluster_role}"
+        if self.labels:
+            return "labels " + ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return ""
+
+
+# --- actions and plans -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateBinding:
+    namespace: str
+    binding: DesiredBinding
+
+    def describe(self) -> str:
+        b = self.binding
+        return f"create rolebinding {self.namespace}/{b.name} -> clusterrole/{b.cluster_role}"
+
+
+@dataclass(frozen=True)
+class DeleteBinding:
+    """Delete before re-create: ``roleRef`` is immutable (RBAC rejects an update of it)."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    """Precondition, so a binding re-created meanwhile by someone else is not deleted."""
+
+    def describe(self) -> str:
+        return f"delete rolebinding {self.namespace}/{self.name} (roleRef is immutable)"
+
+
+@dataclass(frozen=True)
+class PatchBinding:
+    """Merge-patch a binding: restore our subjects and/or add our managed-by label."""
+
+    namespace: str
+    name: str
+    subjects: tuple[Subject, ...] | None = None
+    label: bool = False
+    adopt: bool = False
+
+    def describe(self) -> str:
+        if self.adopt:
+            return f"adopt rolebinding {self.namespace}/{self.name} (label {MANAGED_SELECTOR})"
+        what = []
+        if self.subjects is not None:
+            what.append("restore subjects")
+        if self.label:
+            what.append(f"label {MANAGED_SELECTOR}")
+        return f"patch rolebinding {self.namespace}/{self.name} ({', '.join(what)})"
+
+
+@dataclass(frozen=True)
+class PatchNamespaceLabels:
+    """Merge-patch of the namespace's labels and our ownership annotation (never a full
+    update: other controllers' labels stay untouched and no stale resourceVersion 409s)."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    owned: Mapping[str, str]
+    """The complete new value of the ownership record."""
+
+    def describe(self) -> str:
+        if not self.labels:
+            return f"record label ownership on namespace/{self.namespace}"
+        pairs = ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
+        return f"label namespace/{self.namespace} {pairs}"
+
+
+Action = CreateBinding | DeleteBinding | PatchBinding | PatchNamespaceLabels
+
+
+@dataclass(frozen=True)
+class Plan:
+    namespace: str
+    outcome: Outcome
+    reason: str
+    """One sentence saying why (shown by ``reconcile`` and the status page)."""
+    actions: tuple[Action, ...] = ()
+    needs_all_bindings: bool = False
+    """The facts held only managed bindings and those do not satisfy the namespace: list the
+    namespace's RoleBindings and plan again before acting."""
+
+    def describe(self) -> tuple[str, ...]:
+        return tuple(a.describe() for a in self.actions)
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def decide_mode(configured: str, *, psp_served: bool) -> Mode:
+    """``auto`` -> ``psp`` when the API serves policy/v1beta1 podsecuritypolicies (TKG up to
+    1.24), else ``psa`` (Kubernetes 1.25 removed PSP)."""
+    if configured == "auto":
+        return "psp" if psp_served else "psa"
+    if configured in ("psp", "psa", "off"):
+        return configured  # type: ignore[return-value]
+    raise ValueError(f"unknown pod-security mode {configured!r}")
+
+
+def decide_managed(
+    namespace: str, *, has_profile: bool, settings: PodSecuritySettings
+) -> tuple[bool, str]:
+    """Whether vsphere-kale manages ``namespace``, and why (a sentence fragment)."""
+    if namespace in settings.excluded_namespaces:
+        return False, f"namespace {namespace} is listed in podSecurity.excludedNamespaces"
+    if namespace in settings.extra_namespaces:
+        return True, f"namespace {namespace} is listed in podSecurity.extraNamespaces"
+    if has_profile:
+        return True, f"Kubeflow Profile {namespace} exists"
+    return False, f"there is no Kubeflow Profile named {namespace}"
+
+
+def build_desired(namespace: str, *, mode: str, settings: PodSecuritySettings) -> Desired:
+    if mode == "psp":
+        return Desired(
+            namespace,
+            "psp",
+            binding=DesiredBinding(
+                name=settings.role_binding_name,
+                cluster_role=settings.psp_cluster_role,
+                group=f"system:serviceaccounts:{namespace}",
+            ),
+        )
+    if mode == "psa":
+        return Desired(
+            namespace,
+            "psa",
+            labels={
+                PSA_ENFORCE: settings.psa_level,
+                PSA_ENFORCE_VERSION: "latest",
+                PSA_WARN: settings.psa_warn_level,
+                PSA_AUDIT: settings.psa_warn_level,
+            },
+        )
+    if mode == "off":
+        return Desired(namespace, "off")
+    raise ValueError(f"unknown pod-security mode {mode!r}")
+
+
+def plan(desired: Desired, actual: NamespaceFacts, *, settings: PodSecuritySettings) -> Plan:
+    """What to do so ``actual`` satisfies ``desired``. Call only for managed namespaces
+    (:func:`decide_managed`); ``settings`` supplies ``overrideExisting``."""
+    ns = desired.namespace
+    if desired.mode == "off":
+        return Plan(ns, "skipped", "pod-security management is off (podSecurity.mode: off)")
+    if not actual.exists:
+        # Kubeflow creates the Profile first and the namespace right after; the namespace's
+        # own ADDED event brings us back.
+        return Plan(ns, "skipped", f"namespace {ns} does not exist yet")
+    if actual.terminating:
+        return Plan(ns, "skipped", f"namespace {ns} is being deleted")
+    if desired.binding is not None:
+        return _plan_binding(ns, desired.binding, actual)
+    return _plan_labels(ns, desired.labels, actual, override=settings.override_existing)
+
+
+def _grants(b: BindingFacts, want: DesiredBinding) -> bool:
+    return _same_role(b, want) and Subject("Group", want.group) in b.subjects
+
+
+def _same_role(b: BindingFacts, want: DesiredBinding) -> bool:
+    return (
+        b.role_ref_kind == "ClusterRole"
+        and b.role_ref_name == want.cluster_role
+        and b.role_ref_api_group == RBAC_GROUP
+    )
+
+
+def _plan_binding(ns: str, want: DesiredBinding, actual: NamespaceFacts) -> Plan:
+    ours = next((b for b in actual.bindings if b.name == want.name), None)
+    exact = (Subject("Group", want.group),)
+    if ours is not None and _same_role(ours, want) and ours.subjects == exact:
+        if ours.managed:
+            return Plan(ns, "ok", f"rolebinding {want.name} grants clusterrole/{want.cluster_role}")
+        # Same name and content but no label (created by hand, or label removed): ours by
+        # name; label it so the watch sees it.
+        return Plan(
+            ns,
+            "ok",
+            f"rolebinding {want.name} grants clusterrole/{want.cluster_role}",
+            actions=(PatchBinding(ns, want.name, label=True, adopt=True),),
+        )
+    if ours is not None and ours.managed:
+        # Our binding was edited: repair it, even if another binding also grants the role,
+        # because a managed object that silently differs from its spec misleads admins.
+        return _repair(ns, want, ours)
+    other = next((b for b in actual.bindings if b.name != want.name and _grants(b, want)), None)
+    if other is not None:
+        why = (
+            f"rolebinding {other.name} already grants clusterrole/{want.cluster_role} "
+            f"to {want.group}"
+        )
+        if other.managed:
+            return Plan(ns, "ok", why)
+        return Plan(
+            ns,
+            "ok",
+            why + "; adopting it instead of creating a duplicate",
+            actions=(PatchBinding(ns, other.name, label=True, adopt=True),),
+        )
+    if not actual.all_bindings:
+        return Plan(
+            ns,
+            "create",
+            "no managed rolebinding grants the role; the namespace's other bindings must be read",
+            needs_all_bindings=True,
+        )
+    if ours is not None:
+        # Same name, not labelled, wrong content: the name is ours by configuration.
+        return _repair(ns, want, ours)
+    return Plan(
+        ns,
+        "create",
+        f"no rolebinding grants clusterrole/{want.cluster_role} to {want.group}: "
+        "pods in the namespace cannot be created",
+        actions=(CreateBinding(ns, want),),
+    )
+
+
+def _repair(ns: str, want: DesiredBinding, ours: BindingFacts) -> Plan:
+    if _same_role(ours, want):
+        return Plan(
+            ns,
+            "repair",
+            f"rolebinding {want.name} was edited: its subjects no longer are exactly {want.group}",
+            actions=(
+                PatchBinding(
+                    ns, want.name, subjects=(Subject("Group", want.group),), label=not ours.managed
+                ),
+            ),
+        )
+    return Plan(
+        ns,
+        "repair",
+        f"rolebinding {want.name} refers to {ours.role_ref_kind.lower()}/{ours.role_ref_name} "
+        f"instead of clusterrole/{want.cluster_role}",
+        actions=(DeleteBinding(ns, want.name, uid=ours.uid), CreateBinding(ns, want)),
+    )
+
+
+def decide_owned_labels(annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """Parse the ownership annotation: label -> value we set (None: any value is ours).
+
+    An unreadable annotation counts as owning nothing: we then only add missing labels and
+    never overwrite one, which is the safe direction.
+    """
+    raw = annotations.get(MANAGED_LABELS_ANNOTATION, "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed: Any = json.loads(raw)
+    except ValueError:
+        return {name.strip(): None for name in raw.split(",") if name.strip()}
+    if isinstance(parsed, dict):
+        return {str(k): str(v) for k, v in parsed.items() if isinstance(v, str)}
+    if isinstance(parsed, list):
+        return {str(k): None for k in parsed if isinstance(k, str)}
+    return {}
+
+
+def build_owned_annotation(owned: Mapping[str, str]) -> str:
+    """The annotation value: compact JSON, sorted so unchanged ownership is byte-identical."""
+    return json.dumps(dict(sorted(owned.items())), separators=(",", ":"))
+
+
+def _plan_labels(
+    ns: str, want: Mapping[str, str], actual: NamespaceFacts, *, override: bool
+) -> Plan:
+    owned = decide_owned_labels(actual.annotations)
+    # The new ownership record: legacy name-only entries become "name: value we set".
+    record = {k: v for k, v in owned.items() if v is not None}
+    to_set: dict[str, str] = {}
+    conflicts: list[str] = []
+    drifted: list[str] = []
+    for key, value in want.items():
+        current = actual.labels.get(key)
+        ours = key in owned and owned[key] in (None, current)
+        if current == value:
+            if key in owned:
+                record[key] = value
+            continue
+        if current is None or ours or override:
+            to_set[key] = value
+            record[key] = value
+            if key in owned:
+                drifted.append(key)
+            continue
+        # An admin's explicit value: theirs, until overrideExisting says otherwise. A label we
+        # once set but that was changed by hand keeps its old record, so it stays a conflict.
+        conflicts.append(f"{key}={current}")
+    actions: tuple[Action, ...] = ()
+    if to_set or record != owned:
+        actions = (PatchNamespaceLabels(ns, to_set, record),)
+    if conflicts:
+        found = ", ".join(sorted(conflicts))
+        return Plan(
+            ns,
+            "conflict",
+            f"namespace {ns} has {found} set by someone else, left alone "
+            "(set podSecurity.overrideExisting: true to replace it)",
+            actions,
+        )
+    if drifted:
+        changed = ", ".join(sorted(drifted))
+        return Plan(ns, "repair", f"pod-security labels we set were changed: {changed}", actions)
+    if to_set:
+        missing = ", ".join(sorted(to_set))
+        return Plan(ns, "create", f"namespace {ns} lacks pod-security labels {missing}", actions)
+    return Plan(ns, "ok", f"namespace {ns} has the pod-security labels", actions)
+
+
+# --- reading facts from API JSON -----------------------------------------------------------------
+
+
+def binding_facts(obj: Mapping[str, Any]) -> BindingFacts:
+    """A RoleBinding's API JSON (camelCase, as the API server sends it) -> BindingFacts."""
+    meta = obj.get("metadata") or {}
+    ref = obj.get("roleRef") or {}
+    subjects = tuple(
+        Subject(
+            str(s.get("kind", "")),
+            str(s.get("name", "")),
+            str(s.get("namespace") or ""),
+        )
+        for s in obj.get("subjects") or ()
+    )
+    labels = meta.get("labels") or {}
+    return BindingFacts(
+        name=str(meta.get("name", "")),
+        role_ref_kind=str(ref.get("kind", "")),
+        role_ref_name=str(ref.get("name", "")),
+        role_ref_api_group=str(ref.get("apiGroup", "")),
+        subjects=subjects,
+        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE,
+        uid=str(meta.get("uid") or ""),
+        resource_version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def facts_from_objects(
+    name: str,
+    namespace: Mapping[str, Any] | None,
+    *,
+    bindings: Iterable[Mapping[str, Any]] = (),
+    all_bindings: bool = True,
+) -> NamespaceFacts:
+    """Namespace and RoleBinding API JSON -> NamespaceFacts (``namespace`` None: absent).
+
+    Pass ``all_bindings=False`` when ``bindings`` are only the managed ones.
+    """
+    if namespace is None:
+        return NamespaceFacts(name, exists=False, all_bindings=all_bindings)
+    meta = namespace.get("metadata") or {}
+    status = namespace.get("status") or {}
+    return NamespaceFacts(
+        name=name,
+        exists=True,
+        terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") == "Terminating",
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        bindings=tuple(binding_facts(b) for b in bindings),
+        all_bindings=all_bindings,
+        uid=str(meta.get("uid") or ""),
+    )
+
+
+# --- bodies apply sends ------------------------------------------------------------------------
+
+
+def _subject_json(s: Subject) -> dict[str, str]:
+    out = {"kind": s.kind, "name": s.name}
+    if s.kind in ("Group", "User"):
+        out["apiGroup"] = RBAC_GROUP
+    if s.namespace:
+        out["namespace"] = s.namespace
+    return out
+
+
+def build_role_binding(namespace: str, binding: DesiredBinding) -> dict[str, Any]:
+    """The RoleBinding to create (rbac.authorization.k8s.io/v1)."""
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": binding.name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+        },
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": binding.cluster_role},
+        "subjects": [_subject_json(Subject("Group", binding.group))],
+    }
+
+
+def build_binding_patch(action: PatchBinding) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386) for a binding: ``subjects`` is replaced as a whole."""
+    body: dict[str, Any] = {}
+    if action.label or action.adopt:
+        body["metadata"] = {"labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
+    if action.subjects is not None:
+        body["subjects"] = [_subject_json(s) for s in action.subjects]
+    return body
+
+
+def build_namespace_patch(action: PatchNamespaceLabels) -> dict[str, Any]:
+    """JSON merge patch for the namespace: only our labels and our annotation."""
+    return {
+        "metadata": {
+            "labels": dict(action.labels),
+            "annotations": {MANAGED_LABELS_ANNOTATION: build_owned_annotation(action.owned)},
+        }
+    }
