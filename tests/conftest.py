@@ -6,6 +6,7 @@
     emulation, plain HTTP on 127.0.0.1. Use ``sandbox.api_client()`` for a real
     ``kubernetes.client.ApiClient`` (admin), ``sandbox.api_client(token)`` for another user,
     ``sandbox.kubeconfig_path`` for kubectl or code that loads a kubeconfig,
+    ``sandbox.request(method, path, body=..., content_type=...)`` for a raw call,
     ``sandbox.sandbox`` for the in-process object (``.store``, ``.faults``,
     ``.close_watches()``, hooks).
 

@@ -18,7 +18,6 @@ question when doctor runs as the service account itself.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
@@ -314,12 +313,7 @@ def decide_certificate(
             "vsphere-kale install"
             + (" (cert-manager: check the Certificate)" if cert_manager else ""),
         )
-    data: dict[str, bytes] = {}
-    for key, value in (secret.get("data") or {}).items():
-        try:
-            data[key] = base64.b64decode(value)
-        except (ValueError, TypeError):
-            continue
+    data = rotation.decode_secret_data(secret)
     tls_pem = data.get(rotation.TLS_CERT, b"")
     tls = rotation.parse_bundle(tls_pem)
     if not tls:
@@ -472,6 +466,8 @@ def decide_pvcs(
         modes = (pvc.get("spec") or {}).get("accessModes") or []
         if ns in storage.excluded_namespaces or not any(m in storage.access_modes for m in modes):
             continue
+        if md.get("deletionTimestamp"):
+            continue  # being deleted (recreated, as the hint says): no longer stuck
         checked += 1
         failures = health.latest_provisioning_failures(events_by_ns.get(ns, []))
         verdict = health.decide_pvc(pvc, storage=storage, ctx=ctx, failures=failures, now=now)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
+from vsphere_kale.jsonapi import JsonApi, path
 from vsphere_kale.kube import kube_errors
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,10 @@ class EventRecorder:
         *,
         instance: str,
         component: str = COMPONENT,
-        max_pending: int = 1000,
+        max_pending: int = 10_000,
         dedupe_seconds: float = 600.0,
     ) -> None:
-        self._core = client.CoreV1Api(api_client)
+        self._api = JsonApi(api_client)
         self._instance = instance
         self._component = component
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_pending)
@@ -151,7 +152,9 @@ class EventRecorder:
         }
         try:
             with kube_errors(f"create event in namespace {item.namespace}"):
-                self._core.create_namespaced_event(item.namespace, body, _preload_content=False)
+                self._api.request(
+                    "POST", path("api", "v1", "namespaces", item.namespace, "events"), body=body
+                )
             self.sent += 1
         except Exception as exc:  # loop boundary: an Event is best effort, never fatal
             self.failed += 1

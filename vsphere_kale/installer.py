@@ -22,7 +22,6 @@ install created it (annotation :data:`CREATED_BY_ANNOTATION`).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -33,17 +32,18 @@ from typing import Any, Literal
 
 import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale import certs, render, rotation
 from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
+from vsphere_kale.jsonapi import JsonApi
 from vsphere_kale.kube import kube_errors
 from vsphere_kale.settings import Settings, settings_from_mapping
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "vsphere-kale-install"
-REQUEST_TIMEOUT = 30.0
+REQUEST_TIMEOUT = (10.0, 30.0)
+"""(connect, read) seconds per request."""
 CREATED_BY_ANNOTATION = "vsphere-kale.io/created-by"
 """On the Namespace: ``install`` when install created it, so uninstall may delete it. A
 namespace that existed before is never labelled, patched or deleted by us."""
@@ -138,10 +138,12 @@ def contains(live: Any, want: Any) -> bool:
 
 
 class RawApi:
-    """JSON requests through the real ApiClient (auth, TLS and proxies from the kubeconfig)."""
+    """Translated JSON requests (:class:`vsphere_kale.jsonapi.JsonApi`, i.e. the real ApiClient
+    with the kubeconfig's auth and TLS); errors become our tree, naming ``action``."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
+        self._json = JsonApi(api_client)
 
     def request(
         self,
@@ -153,23 +155,15 @@ class RawApi:
         query: Sequence[tuple[str, str]] = (),
         content_type: str | None = None,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type or "application/json"
         with kube_errors(action):
-            request = self.api_client.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list(query),
-                header_params=headers,
+            data = self._json.request(
+                method,
+                path,
+                query=dict(query),
                 body=body,
-                auth_settings=["BearerToken"],
+                content_type=content_type or "application/json",
+                timeout=REQUEST_TIMEOUT,
             )
-            response = self.api_client.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-            response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException(http_resp=response)
-            data = json.loads(response.data or b"{}")
         return data if isinstance(data, dict) else {}
 
     def get(self, key: render.ObjectKey) -> dict[str, Any] | None:
@@ -268,6 +262,8 @@ class Installer:
         self.api = RawApi(api_client)
         self.dry_run = dry_run
         self._echo = echo or (lambda _line: None)
+        self._dry_namespaces: set[str] = set()
+        """Namespaces a dry run would create: the server cannot dry-run objects inside them."""
 
     def _query(self) -> list[tuple[str, str]]:
         query = [("fieldManager", FIELD_MANAGER)]
@@ -285,6 +281,8 @@ class Installer:
         live = self.api.get(key)
         if key.kind == "Namespace":
             return self._apply_namespace(key, want, live)
+        if key.namespace in self._dry_namespaces:
+            return self.report(Change(key, "created", "in the namespace the dry run creates"))
         if live is None:
             try:
                 self.api.request(
@@ -326,6 +324,8 @@ class Installer:
                 body=body,
                 query=self._query(),
             )
+            if self.dry_run:
+                self._dry_namespaces.add(key.name)
             return self.report(Change(key, "created"))
         annotations = (live.get("metadata") or {}).get("annotations") or {}
         if annotations.get(CREATED_BY_ANNOTATION) != CREATED_BY_INSTALL:
@@ -360,7 +360,7 @@ class Installer:
         data = None
         annotations: dict[str, str] = {}
         if secret is not None:
-            data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            data = rotation.decode_secret_data(secret)
             annotations = dict((secret.get("metadata") or {}).get("annotations") or {})
         return data, annotations, rotation.bundle_of(hooks)
 
@@ -623,7 +623,13 @@ def uninstall(
     changes: list[Change] = []
     served: dict[str, bool] = {}
     namespace_obj: dict[str, Any] | None = None
-    for obj in reversed(render.sort_for_apply(objects)):
+    # The webhook configuration first: the API server stops calling us before the pods go
+    # (with failurePolicy Ignore a call to a vanished webhook costs each PVC create a timeout).
+    ordered = sorted(
+        reversed(render.sort_for_apply(objects)),
+        key=lambda o: render.kind_of(o) != "MutatingWebhookConfiguration",
+    )
+    for obj in ordered:
         key = render.ObjectKey.of(obj)
         if key.kind == "Namespace":
             namespace_obj = obj

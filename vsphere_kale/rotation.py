@@ -354,7 +354,8 @@ def plan_install_certs(
 # --- the leader's loop (I/O) -------------------------------------------------------------------
 
 
-def _decode_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
+def decode_secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
+    """A Secret's ``data``, base64-decoded; a key that is not base64 is left out."""
     out: dict[str, bytes] = {}
     for key, value in (secret.get("data") or {}).items():
         try:
@@ -458,7 +459,7 @@ class CertificateRotator:
     def plan(self) -> tuple[RotationPlan, dict[str, Any], dict[str, Any]]:
         secret, hooks = self._read()
         plan = plan_rotation(
-            _decode_data(secret),
+            decode_secret_data(secret),
             bundle_of(hooks),
             now=self._clock(),
             renew_before_days=self.renew_before_days,
@@ -514,7 +515,7 @@ class CertificateRotator:
 
     def apply(self, plan: RotationPlan, secret: dict[str, Any], hooks: dict[str, Any]) -> None:
         """Perform one step (see the module docstring for the order)."""
-        data = _decode_data(secret)
+        data = decode_secret_data(secret)
         annotations = dict((secret.get("metadata") or {}).get("annotations") or {})
         now = self._clock()
         if plan.action == "stage-ca":

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -159,8 +160,9 @@ class Settings:
     namespace: str = field(default="vsphere-kale", metadata=_key("namespace", _label))
     """The controller's own namespace: never rewritten by the webhook, home of its Lease."""
 
-    @property
+    @cached_property
     def webhook_excluded_namespaces(self) -> frozenset[str]:
+        """Computed once: the webhook asks on every review."""
         return frozenset(self.storage.excluded_namespaces) | {self.namespace}
 
 

@@ -121,18 +121,15 @@ def api_client(kubeconfig: str, *, pool: int = 16) -> Any:
 
 def burst(kubeconfig: str, n: int) -> float:
     """Create N Profiles from 8 threads; returns the seconds it took to send them."""
-    from kubernetes import client
-
+    from vsphere_kale.jsonapi import JsonApi
     from vsphere_kale.sandbox.kubeflow import build_profile
 
     api = api_client(kubeconfig)
-    custom = client.CustomObjectsApi(api)
+    json_api = JsonApi(api)
 
     def create(i: int) -> None:
         body = build_profile(f"user-{i:05d}", f"user-{i}@example.com")
-        custom.create_cluster_custom_object(
-            "kubeflow.org", "v1", "profiles", body, _preload_content=False
-        )
+        json_api.request("POST", "/apis/kubeflow.org/v1/profiles", body=body)
 
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -167,21 +164,26 @@ def lists(counts: Counter[str]) -> int:
 
 
 def correct_count(kubeconfig: str, flavor: str) -> int:
-    from kubernetes import client
+    from vsphere_kale.jsonapi import JsonApi
 
     api = api_client(kubeconfig)
+    json_api = JsonApi(api)
     try:
         if flavor == "psp":
-            bindings = client.RbacAuthorizationV1Api(api).list_role_binding_for_all_namespaces(
-                label_selector="app.kubernetes.io/managed-by=vsphere-kale"
+            bindings = json_api.get(
+                "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+                labelSelector="app.kubernetes.io/managed-by=vsphere-kale",
             )
-            return sum(1 for b in bindings.items if b.metadata.namespace.startswith("user-"))
-        namespaces = client.CoreV1Api(api).list_namespace()
+            return sum(
+                1 for b in bindings["items"] if b["metadata"]["namespace"].startswith("user-")
+            )
+        namespaces = json_api.get("/api/v1/namespaces")
         return sum(
             1
-            for ns in namespaces.items
-            if ns.metadata.name.startswith("user-")
-            and (ns.metadata.labels or {}).get("pod-security.kubernetes.io/enforce") == "baseline"
+            for ns in namespaces["items"]
+            if ns["metadata"]["name"].startswith("user-")
+            and (ns["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+            == "baseline"
         )
     finally:
         api.close()
@@ -191,14 +193,13 @@ def correct_count(kubeconfig: str, flavor: str) -> int:
 
 
 def measure_reconciler(n: int, flavor: str, workers: int) -> dict[str, Any]:
-    from kubernetes import client
-
+    from vsphere_kale.jsonapi import JsonApi
     from vsphere_kale.reconciler import Reconciler
     from vsphere_kale.settings import Settings
 
     sandbox = SandboxProcess(flavor)
     api = api_client(sandbox.kubeconfig)
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": "vsphere-kale"}})
+    JsonApi(api).request("POST", "/api/v1/namespaces", body={"metadata": {"name": "vsphere-kale"}})
     reconciler = Reconciler(
         api, Settings(), identity="benchmark", workers=workers, resync_seconds=3600
     )
@@ -294,9 +295,7 @@ def main() -> None:
     parser.add_argument("--skip-baselines", action="store_true")
     args = parser.parse_args()
 
-    import kubernetes.client  # noqa: F401 - import cost belongs to the reference RSS
-
-    import vsphere_kale.reconciler  # noqa: F401
+    import vsphere_kale.reconciler  # noqa: F401 - import cost belongs to the reference RSS
 
     rss_imports = rss_mb()
     n = args.n

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -75,22 +75,50 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def measure(name: str, fn: Callable[[], object], *, calls: int, warmup: int = 5) -> dict[str, Any]:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time (user + system) of this process and of ``pids`` (Linux /proc; else ours)."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def measure(
+    name: str,
+    fn: Callable[[], object],
+    *,
+    calls: int,
+    pids: Sequence[int] = (),
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Wall-clock p50/p95 and CPU per call (this process + ``pids``: the API server, Jupyter).
+
+    CPU per call hardly depends on how busy the machine is; latency does.
+    """
     for _ in range(warmup):
         fn()
     samples = []
+    cpu_before = cpu_seconds(pids)
     for _ in range(calls):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
+    cpu = (cpu_seconds(pids) - cpu_before) * 1000 / calls
     row = {
         "name": name,
         "p50": statistics.median(samples),
         "p95": percentile(samples, 0.95),
         "max": max(samples),
+        "cpu": cpu,
     }
     print(
-        f"{name:<44} p50 {row['p50']:7.1f} ms   p95 {row['p95']:7.1f} ms   max {row['max']:7.1f} ms"
+        f"{name:<44} p50 {row['p50']:6.1f} ms  p95 {row['p95']:6.1f} ms  "
+        f"max {row['max']:6.1f} ms  cpu {cpu:5.1f} ms/call"
     )
     return row
 
@@ -233,7 +261,7 @@ def main() -> None:
             raise RuntimeError("the sandbox process did not start within 60 s")
         url, tokens, service_token = parent.recv()
         with tempfile.TemporaryDirectory() as tmp:
-            measure_all(url, tokens, service_token, Path(tmp), args)
+            measure_all(url, tokens, service_token, Path(tmp), args, sandbox_pid=proc.pid or 0)
     finally:
         parent.send("stop")
         proc.join(15)
@@ -242,7 +270,13 @@ def main() -> None:
 
 
 def measure_all(
-    url: str, tokens: dict[str, str], service_token: str, tmp: Path, args: argparse.Namespace
+    url: str,
+    tokens: dict[str, str],
+    service_token: str,
+    tmp: Path,
+    args: argparse.Namespace,
+    *,
+    sandbox_pid: int,
 ) -> None:
     admin = api_client_for(url, tokens["admin"], tmp)
     core = client.CoreV1Api(admin)
@@ -266,8 +300,8 @@ def measure_all(
         )
 
     rows = [
-        measure("baseline: raw list PVC (JSON)", raw_list, calls=args.calls),
-        measure("collect_status() direct", direct, calls=args.calls),
+        measure("baseline: raw list PVC (JSON)", raw_list, calls=args.calls, pids=[sandbox_pid]),
+        measure("collect_status() direct", direct, calls=args.calls, pids=[sandbox_pid]),
     ]
     before = pool.count
     direct()
@@ -287,11 +321,15 @@ def measure_all(
                 raise RuntimeError(f"admin API answered {response.status}: {response.data!r}")
             json.loads(response.data)
 
-        rows.append(measure("admin API GET status (HTTPS)", via_admin_api, calls=args.calls))
+        rows.append(
+            measure(
+                "admin API GET status (HTTPS)", via_admin_api, calls=args.calls, pids=[sandbox_pid]
+            )
+        )
         before = pool.count
         via_admin_api()
         api_requests = pool.count - before
-        rows.extend(jupyter_rows(tokens, server, tmp, calls=args.calls))
+        rows.extend(jupyter_rows(tokens, server, tmp, calls=args.calls, sandbox_pid=sandbox_pid))
     finally:
         server.stop()
 
@@ -327,7 +365,7 @@ def free_port() -> int:
 
 
 def jupyter_rows(
-    tokens: dict[str, str], server: AdminServer, tmp: Path, *, calls: int
+    tokens: dict[str, str], server: AdminServer, tmp: Path, *, calls: int, sandbox_pid: int
 ) -> list[dict[str, Any]]:
     """Through the Jupyter server extension (a real ``jupyter server`` process) -> admin API.
 
@@ -381,7 +419,14 @@ def jupyter_rows(
             if response.status != 200 or body.get("source") != "admin-api":
                 raise RuntimeError(f"extension answered {response.status}: {response.data!r}")
 
-        return [measure("Jupyter extension GET status -> admin API", via_jupyter, calls=calls)]
+        return [
+            measure(
+                "Jupyter extension GET status -> admin API",
+                via_jupyter,
+                calls=calls,
+                pids=[sandbox_pid, proc.pid],
+            )
+        ]
     finally:
         proc.terminate()
         try:

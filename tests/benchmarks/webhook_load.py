@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from vsphere_kale import admission, certs
@@ -135,11 +136,13 @@ def run_baseline_server(cert: str, key: str, response_file: str) -> None:
 
 
 @contextmanager
-def started(name: str, cmd: list[str], log_path: Path, pattern: str) -> Iterator[tuple[int, int]]:
+def started(
+    name: str, cmd: list[str], log_path: Path, pattern: str, *, timeout: float = 30.0
+) -> Iterator[tuple[int, int]]:
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             match = re.search(pattern, log_path.read_text())
             if match:
@@ -374,12 +377,49 @@ def policy_micros(body: bytes) -> dict[str, float]:
             ),
         )  # fmt: skip
     timeit(
-        "json.loads + review + json.dumps",
-        lambda: json.dumps(
-            admission.review(json.loads(body), settings).response, separators=(",", ":")
-        ),
+        "orjson.loads + review + orjson.dumps",
+        lambda: orjson.dumps(admission.review(orjson.loads(body), settings).response),
     )
     return results
+
+
+def instructions_per_request(
+    name: str, cmd: list[str], pattern: str, *, work: Path, ca: Path, body: bytes, count: int
+) -> float:
+    """User-space instructions per request in the server process (valgrind's callgrind).
+
+    Unlike wall-clock and CPU time this does not depend on what else the machine runs, so
+    it compares the two servers' work exactly (kernel time, i.e. syscalls, is not counted).
+    """
+    out = work / f"callgrind.{name}"
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    log_path = work / f"{name}.callgrind.log"
+    with started(name, [*valgrind, *cmd], log_path, pattern, timeout=600) as (port, pid):
+        context = ssl.create_default_context(cafile=str(ca))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=300)
+        control = ["callgrind_control"]
+        subprocess.run([*control, "-i", "on", str(pid)], check=True, capture_output=True)
+        for _ in range(30):  # warm-up under instrumentation
+            _post(conn, body)
+        subprocess.run([*control, "--zero", str(pid)], check=True, capture_output=True)
+        for _ in range(count):
+            _post(conn, body)
+        subprocess.run([*control, "--dump", str(pid)], check=True, capture_output=True)
+        conn.close()
+    match = re.search(r"^(?:totals|summary): (\d+)", Path(f"{out}.1").read_text(), re.M)
+    if match is None:
+        raise SystemExit(f"no totals in {out}.1")
+    return int(match.group(1)) / count
+
+
+def server_histogram(port: int, ca: Path) -> dict[str, float]:
+    """The webhook's own latency histogram (cumulative bucket counts by upper bound)."""
+    conn = _connection(port, ca)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    pattern = r'^vsphere_kale_webhook_request_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$'
+    return {le: float(value) for le, value in re.findall(pattern, text, re.M)}
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -418,6 +458,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-server", nargs=3, metavar=("CERT", "KEY", "RESPONSE"))
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per request under valgrind (about 3 more minutes)",
+    )
     args = parser.parse_args()
     if args.baseline_server:
         run_baseline_server(*args.baseline_server)
@@ -479,6 +524,7 @@ def main() -> None:
                 throughput[name].append(load(name, ROUND_SECONDS))
 
         rate_runs: dict[str, list[LoadResult]] = {name: [] for name in order}
+        histogram_before = server_histogram(servers["webhook"][0], ca)
         for chunk in range(RATE_CHUNKS):
             for name in order if chunk % 2 == 0 else order[::-1]:
                 port, pid = servers[name]
@@ -486,8 +532,19 @@ def main() -> None:
                 result = fixed_rate(port, ca, body, RATE_SECONDS / RATE_CHUNKS)
                 result.cpu_seconds = cpu_seconds(pid) - cpu
                 rate_runs[name].append(result)
+        histogram_after = server_histogram(servers["webhook"][0], ca)
+        in_server = {le: histogram_after[le] - histogram_before[le] for le in histogram_after}
         stack.close()  # stop the servers (SIGTERM) so the log is complete
         webhook_log_lines = (work / "webhook.log").read_text().count("rewrote storage class")
+
+        instructions: dict[str, float] = {}
+        if args.instructions:
+            if shutil.which("valgrind") is None:
+                raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+            for name, (cmd, pattern) in commands.items():
+                instructions[name] = instructions_per_request(
+                    name, cmd, pattern, work=work, ca=ca, body=body, count=300
+                )
 
     micros = policy_micros(body)
     base, hook = combine(throughput["baseline"]), combine(throughput["webhook"])
@@ -518,8 +575,19 @@ def main() -> None:
     )
     print(f"  baseline  {fmt(base_rate)}")
     print(f"  webhook   {fmt(hook_rate)}")
+    total = in_server["+Inf"]
+    within = ", ".join(
+        f"{100 * in_server[le] / total:.1f}% <= {float(le) * 1000:g} ms"
+        for le in ("0.0005", "0.001", "0.002", "0.005")
+    )
+    print(f"  inside the webhook (its own histogram, body received -> answered): {within}")
     print(f"  webhook p99 {p99:.3f} ms   goal <= {GOAL_P99_MS} ms: "
           f"{'MET' if p99 <= GOAL_P99_MS else 'NOT MET'}")  # fmt: skip
+    if instructions:
+        base_i, hook_i = instructions["baseline"], instructions["webhook"]
+        print("\nuser-space instructions per request (valgrind callgrind, 300 requests):")
+        print(f"  baseline  {base_i / 1000:7.0f} k")
+        print(f"  webhook   {hook_i / 1000:7.0f} k   ratio baseline/webhook {base_i / hook_i:.2f}")
     print("\npure policy and the server's own per-review work (µs per call, median of 5 x 2000):")
     for label, value in micros.items():
         print(f"  {label:40s} {value:7.1f} µs")

@@ -20,7 +20,17 @@ from kubernetes import client
 from tornado.httpclient import HTTPResponse
 
 from vsphere_kale.commands.sandbox_run import LocalSystem
+from vsphere_kale.errors import (
+    ConfigError,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeUnavailable,
+    VsphereKaleError,
+)
 from vsphere_kale.jupyter.app import VsphereKaleApp
+from vsphere_kale.jupyter.client import AdminApiError, AdminApiUnavailable
+from vsphere_kale.jupyter.handlers import http_error
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -242,7 +252,6 @@ def extension_config(
         **system.jupyter_traits(),
         "token_file": str(token_file),
         "namespace": namespace,
-        "timeout": 5.0,
     }
     return {
         "ServerApp": {"jpserver_extensions": {"vsphere_kale.jupyter": True}, "token": ""},
@@ -272,7 +281,7 @@ class TestAsProfileOwner:
 
     async def test_status_comes_from_the_admin_api(self, jp_fetch: Fetch) -> None:
         status = body(await jp_fetch("vsphere-kale", "api", "status"))
-        assert status["source"] == "admin-api"
+        assert status["source"] == "admin-api", status.get("fallbackReason")
         assert status["namespace"] == "alice"
         assert status["canReconcile"] is True  # alice owns her profile
         assert "fallbackReason" not in status
@@ -357,3 +366,23 @@ class TestOtherNamespace:
         response = await jp_fetch("vsphere-kale", "api", "status", raise_error=False)
         assert response.code == 403
         assert "bob" in body(response)["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (AdminApiError("no", code=401, reason="Unauthorized"), 401, "Unauthorized"),
+        (AdminApiError("no", code=403, reason="Forbidden"), 403, "Forbidden"),
+        (AdminApiUnavailable("down"), 503, "ServiceUnavailable"),
+        (ConfigError("c.VsphereKaleApp.namespace", "not set"), 503, "ServiceUnavailable"),
+        (KubeUnavailable("down", status=500), 503, "ServiceUnavailable"),
+        (KubeForbidden("may not list pvcs", status=403), 403, "Forbidden"),
+        (KubeNotFound("namespace alice not found", status=404), 404, "NotFound"),
+        (KubeError("cannot load kubeconfig"), 503, "ServiceUnavailable"),
+        (KubeError("odd answer", status=422), 502, "BadGateway"),
+    ],
+)
+def test_domain_errors_map_to_http_codes(error: VsphereKaleError, code: int, reason: str) -> None:
+    http = http_error(error)
+    assert (http.status_code, http.reason) == (code, reason)
+    assert http.log_message % http.args == str(error)

@@ -84,9 +84,22 @@ def test_headless_sandbox_serves_the_webhook_and_stops_on_ctrl_c(tmp_path: Path)
             "jsonpath={.spec.storageClassName}",
         )
         assert cls == "nfs-client"
-        # The reconciler (serve, as its ServiceAccount) granted alice's pods the PSP.
+        # The reconciler (serve, as its ServiceAccount) granted alice's pods the PSP ...
         bindings = kubectl(kubeconfig, "get", "rolebinding", "-n", "alice", "-o", "name")
         assert "vsphere-kale-psp" in bindings
+        # ... and does so for a Profile created now (the banner's last suggestion).
+        profile = tmp_path / "carol.yaml"
+        profile.write_text(
+            "apiVersion: kubeflow.org/v1\nkind: Profile\nmetadata: {name: carol}\n"
+            "spec: {owner: {kind: User, name: carol@example.com}}\n"
+        )
+        kubectl(kubeconfig, "apply", "-f", str(profile))
+        deadline = time.monotonic() + 30
+        while "vsphere-kale-psp" not in kubectl(
+            kubeconfig, "get", "rolebinding", "-n", "carol", "-o", "name", "--ignore-not-found"
+        ):
+            assert time.monotonic() < deadline, "no PSP binding in carol after 30 s"
+            time.sleep(0.5)
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(30)

@@ -72,7 +72,7 @@ async def test_refresh_renders_the_stuck_marshal_claim(server: ServerRef) -> Non
     await asyncio.to_thread(panel.refresh_button.click)
     assert panel.error.value == ""
     assert 'data-overall="broken"' in panel.badge.value
-    assert "from the admin API" in panel.badge.value
+    assert "from the admin API" in panel.badge.value, panel.note.value
     assert 'data-pvc="wf-1-kale-marshal-pvc"' in panel.pvc_table.value
     assert "rwx-on-block-class" in panel.pvc_table.value
     assert "(Kale marshal)" in panel.pvc_table.value

@@ -149,6 +149,12 @@ def test_create_errors(core: client.CoreV1Api, ns: str) -> None:
         422,
         "Invalid",
     )
+    read_back = core.read_namespaced_config_map("a", ns)
+    read_back.metadata.name = "copy"
+    status = expect_error(
+        lambda: core.create_namespaced_config_map(ns, read_back), 500, "InternalError"
+    )
+    assert "resourceVersion should not be set on objects to be created" in status["message"]
     wrong_ns = client.V1ConfigMap(metadata=meta("b", namespace="other"))
     expect_error(lambda: core.create_namespaced_config_map(ns, wrong_ns), 400, "BadRequest")
 
@@ -861,3 +867,31 @@ def test_pods_are_served_empty_and_read_only(
         "MethodNotAllowed",
     )
     assert "the sandbox runs no pods" in status["message"]
+
+
+def test_write_defaults_kube_applies(core: client.CoreV1Api, ns: str) -> None:
+    secret = core.create_namespaced_secret(
+        ns, client.V1Secret(metadata=meta("s"), string_data={"pw": "hunter2"}, data={"a": "YQ=="})
+    )
+    assert secret.data == {"a": "YQ==", "pw": "aHVudGVyMg=="} and secret.string_data is None
+    svc = core.create_namespaced_service(
+        ns,
+        client.V1Service(
+            metadata=meta("svc"), spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=443)])
+        ),
+    )
+    assert svc.spec.type == "ClusterIP" and svc.spec.cluster_ip.startswith("10.")
+    assert svc.spec.ports[0].protocol == "TCP" and svc.spec.ports[0].target_port == 443
+    patched = core.patch_namespaced_service("svc", ns, {"metadata": {"labels": {"a": "b"}}})
+    assert patched.spec.cluster_ip == svc.spec.cluster_ip
+    pvc = core.create_namespaced_persistent_volume_claim(
+        ns,
+        client.V1PersistentVolumeClaim(
+            metadata=meta("p"),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        ),
+    )
+    assert pvc.spec.volume_mode == "Filesystem" and pvc.status.phase == "Pending"

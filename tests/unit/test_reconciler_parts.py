@@ -61,24 +61,50 @@ def test_at_least(have: str, want: str, seen: bool) -> None:
 
 def test_trim_keeps_what_planning_reads() -> None:
     ns: dict[str, Any] = {
+        "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": "a", "labels": {"x": "y"}, "managedFields": [{"manager": "k"}]},
-        "status": {"phase": "Active"},
+        "metadata": {
+            "name": "a",
+            "uid": "u",
+            "resourceVersion": "5",
+            "labels": {"x": "y"},
+            "annotations": {"owner": "a@example.com"},
+            "managedFields": [{"manager": "k"}],
+            "ownerReferences": [{"kind": "Profile"}],
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active", "conditions": []},
     }
-    _trim(ns)
+    _trim(ns, "namespaces")
     assert ns == {
-        "kind": "Namespace",
-        "metadata": {"name": "a", "labels": {"x": "y"}},
+        "metadata": {
+            "name": "a",
+            "uid": "u",
+            "resourceVersion": "5",
+            "labels": {"x": "y"},
+            "annotations": {"owner": "a@example.com"},
+        },
         "status": {"phase": "Active"},
     }
-    profile: dict[str, Any] = {"metadata": {"name": "a"}, "spec": {"owner": {}}, "status": {}}
-    _trim(profile, existence_only=True)
-    assert profile == {"metadata": {"name": "a"}}
-
-
-class _Response:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.data = json.dumps(body).encode()
+    profile: dict[str, Any] = {
+        "kind": "Profile",
+        "metadata": {"name": "a", "resourceVersion": "3", "generation": 1},
+        "spec": {"owner": {}},
+    }
+    _trim(profile, "profiles")
+    assert profile == {"metadata": {"name": "a", "resourceVersion": "3"}}
+    binding: dict[str, Any] = {
+        "kind": "RoleBinding",
+        "metadata": {"name": "b", "namespace": "a", "labels": {}, "creationTimestamp": "t"},
+        "roleRef": {"name": "r"},
+        "subjects": [],
+    }
+    _trim(binding, "rolebindings")
+    assert binding == {
+        "metadata": {"name": "b", "namespace": "a", "labels": {}},
+        "roleRef": {"name": "r"},
+        "subjects": [],
+    }
 
 
 def test_raw_list_gives_dicts_and_marks_synced_at_first_watch() -> None:
@@ -88,12 +114,12 @@ def test_raw_list_gives_dicts_and_marks_synced_at_first_watch() -> None:
         calls.append(kwargs)
         if kwargs.get("watch"):
             return "stream"
-        return _Response({"metadata": {"resourceVersion": "42"}, "items": [{"metadata": {}}]})
+        return {"metadata": {"resourceVersion": "42"}, "items": [{"metadata": {}}]}
 
     lister = RawList(fetch, what="namespaces")
     listed = lister(label_selector="a=b")
     assert listed.items == [{"metadata": {}}] and listed.metadata.resource_version == "42"
-    assert calls[0]["_preload_content"] is False and calls[0]["label_selector"] == "a=b"
+    assert calls[0]["label_selector"] == "a=b" and "_request_timeout" in calls[0]
     assert not lister.synced.is_set() and lister.lists == 1
     assert lister(watch=True, _preload_content=False, resource_version="42") == "stream"
     assert lister.synced.is_set()

@@ -186,3 +186,12 @@ def test_openapi_document_hands_validation_to_the_server() -> None:
     }
     assert any(p["name"] == "fieldValidation" for p in post["parameters"])
     assert openapi.group_version_document(registry, "apis/nope/v1") is None
+
+
+def test_empty_metadata_maps_are_not_stored(store: Store) -> None:
+    created = store.create_object(CONFIGMAPS, "ns", cm("a", annotations={}, labels={"x": "1"}))
+    assert "annotations" not in created["metadata"]
+    created["metadata"]["labels"] = {}
+    created["metadata"]["finalizers"] = []
+    updated = store.update_object(CONFIGMAPS, "ns", created)
+    assert "labels" not in updated["metadata"] and "finalizers" not in updated["metadata"]

@@ -18,7 +18,9 @@ MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")
 
 
 def print_table(checks: list[Check], *, header: str) -> None:
-    console = Console(soft_wrap=False, width=max(100, Console().width))
+    probe = Console()
+    # Piped into a file or CI log: wide enough that fixes stay on one line.
+    console = Console(width=probe.width if probe.is_terminal else 160)
     table = Table(title=header, title_justify="left", show_lines=False)
     table.add_column("", no_wrap=True)
     table.add_column("Check", no_wrap=True)

@@ -1,4 +1,4 @@
-"""The whole system on the sandbox, in one process: what ``vsphere-kale sandbox`` runs.
+"""The whole system on the sandbox: what ``vsphere-kale sandbox`` runs.
 
 :class:`LocalSystem` starts
 
@@ -8,16 +8,17 @@
    and RBAC from ``deploy/base``, a CA and serving certificate from :mod:`vsphere_kale.certs`,
    and the MutatingWebhookConfiguration with that CA as ``caBundle`` (the sandbox reaches the
    Service ``vsphere-kale/vsphere-kale:443`` through its service map, on 127.0.0.1);
-3. ``serve``'s parts as the ``vsphere-kale`` ServiceAccount (a TokenRequest token): the HTTPS
-   webhook server with the admin API mounted, and the leader-elected reconciler;
+3. ``vsphere-kale serve`` in a child process, as the ``vsphere-kale`` ServiceAccount (a
+   TokenRequest token in its kubeconfig): the HTTPS webhook with the admin API mounted and the
+   leader-elected reconciler; its log goes to ``<workdir>/serve.log``;
 4. the files a notebook needs to act as alice: a token file, a kubeconfig, the CA.
 
-Tests use it directly; the CLI adds JupyterLab on top.
+The sandbox API server runs in this process (on a thread); tests use :class:`LocalSystem`
+directly, the CLI adds JupyterLab on top.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import importlib.util
 import logging
@@ -26,6 +27,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -41,16 +43,12 @@ import click
 import yaml
 from kubernetes import client
 
-from vsphere_kale.adminapi import build_admin_routes
 from vsphere_kale.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
 from vsphere_kale.kube import call, kube_errors
-from vsphere_kale.reconciler import Reconciler
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.server import build_sandbox
 from vsphere_kale.sandbox.testing import RunningSandbox
-from vsphere_kale.server import WebhookServer
-from vsphere_kale.settings import Settings, StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,45 +119,54 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-class _ServeThread:
-    """``serve``'s HTTPS server (webhook + admin API) on its own event loop thread."""
+class _ServeProcess:
+    """``vsphere-kale serve`` in a child process, its output in a log file."""
 
-    def __init__(self, server: WebhookServer) -> None:
-        self.server = server
-        self.loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="vsphere-kale-serve", daemon=True)
+    def __init__(
+        self, command: list[str], *, log_file: Path, ready_url: str, ca_file: Path
+    ) -> None:
+        self.log_file = log_file
+        self._ready_url = ready_url
+        self._ca_file = ca_file
+        with log_file.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
+    def wait_ready(self, timeout: float) -> None:
+        """Until ``/readyz`` answers 200 (certificate loaded, informers synced), bounded."""
+        context = ssl.create_default_context(cafile=str(self._ca_file))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise VsphereKaleError(
+                    f"serve exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self._ready_url, timeout=2, context=context):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise VsphereKaleError(f"serve was not ready within {timeout:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
         try:
-            self.loop.run_until_complete(self.server.start())
-        except BaseException as exc:  # reported to start(), which raises it in the caller
-            self._error = exc
-            self._started.set()
-            return
-        self._started.set()
-        self.loop.run_forever()
-        self.loop.close()
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._started.wait(_START_TIMEOUT):
-            raise RuntimeError("serve did not start listening")
-        if self._error is not None:
-            raise self._error
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
+        """SIGTERM: serve drains, stops the reconciler and releases its Lease; bounded."""
+        if self.process.poll() is not None:
             return
-        future = asyncio.run_coroutine_threadsafe(self.server.stop(drain_timeout=2), self.loop)
+        self.process.terminate()
         try:
-            future.result(_STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("serve did not stop within %ss", _STOP_TIMEOUT)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(_STOP_TIMEOUT)
+            self.process.wait(_STOP_TIMEOUT + 5)
+        except subprocess.TimeoutExpired:
+            log.warning("serve did not stop within %ss; killing it", _STOP_TIMEOUT + 5)
+            self.process.kill()
+            self.process.wait(_STOP_TIMEOUT)
 
 
 class LocalSystem:
@@ -177,18 +184,16 @@ class LocalSystem:
         flavor: str = "psp",
         user: str = "alice",
         rwx_storage_class: str = "nfs-client",
-        leader_election: bool = True,
     ) -> None:
         self.workdir = workdir
         self.flavor = flavor
         self.user = user
         self.namespace = user
-        self.settings = Settings(storage=StorageSettings(rwx_storage_class=rwx_storage_class))
-        self.leader_election = leader_election
+        self.rwx_storage_class = rwx_storage_class
         self.serve_port = 0
         self.running: RunningSandbox | None = None
-        self.reconciler: Reconciler | None = None
-        self._serve: _ServeThread | None = None
+        self._serve: _ServeProcess | None = None
+        self.serve_log = workdir / "serve.log"
         self.kubeconfig_path = workdir / "kubeconfig"
         self.ca_file = workdir / "certs" / "ca.crt"
         self.user_token_file = workdir / f"{user}.token"
@@ -206,6 +211,9 @@ class LocalSystem:
             "token_file": str(self.user_token_file),
             "ca_file": str(self.ca_file),
             "kubeconfig": str(self.user_kubeconfig),
+            # Generous: a laptop or CI machine busy with other work must not turn the first
+            # call (TokenReview + SubjectAccessReviews + lists) into a local fallback.
+            "timeout": 20.0,
         }
 
     def start(self) -> LocalSystem:
@@ -253,29 +261,36 @@ class LocalSystem:
                 SERVICE_NAME, SERVICE_NAMESPACE, {"spec": {"expirationSeconds": 86400}}
             ),
         ).status.token
-        service_api = self.running.api_client(token)
-        self.reconciler = Reconciler(
-            service_api,
-            self.settings,
-            identity="vsphere-kale-sandbox",
-            leader_election=self.leader_election,
-        )
-        self.reconciler.start()
-        routes = build_admin_routes(
-            api_client=service_api, settings=self.settings, reconciler=self.reconciler
+        serve_kubeconfig = self.running.write_kubeconfig(
+            self.workdir / "serve.kubeconfig", token=token, user="vsphere-kale"
         )
         certs = self.workdir / "certs"
-        self._serve = _ServeThread(
-            WebhookServer(
-                self.settings,
-                cert_file=certs / "tls.crt",
-                key_file=certs / "tls.key",
-                address="127.0.0.1",
-                port=self.serve_port,
-                extra_handlers=routes,
-            )
+        self._serve = _ServeProcess(
+            [
+                sys.executable,
+                "-m",
+                "vsphere_kale.cli",
+                "serve",
+                "--kubeconfig",
+                str(serve_kubeconfig),
+                "--cert-file",
+                str(certs / "tls.crt"),
+                "--key-file",
+                str(certs / "tls.key"),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.serve_port),
+                "--rwx-storage-class",
+                self.rwx_storage_class,
+                "--identity",
+                "vsphere-kale-sandbox",
+            ],
+            log_file=self.serve_log,
+            ready_url=f"{self.admin_url}/readyz",
+            ca_file=self.ca_file,
         )
-        self._serve.start()
+        self._serve.wait_ready(_START_TIMEOUT)
 
         # The notebook user's identity, as a Kubeflow pod would have it (token + kubeconfig).
         user_token = self.running.tokens[self.user]
@@ -284,13 +299,10 @@ class LocalSystem:
         self.running.write_kubeconfig(self.user_kubeconfig, token=user_token, user=self.user)
 
     def stop(self) -> None:
-        """Stop serve, the reconciler and the sandbox; every step bounded, errors logged."""
+        """Stop serve, then the sandbox; every step bounded."""
         if self._serve is not None:
             self._serve.stop()
             self._serve = None
-        if self.reconciler is not None:
-            self.reconciler.stop(timeout=_STOP_TIMEOUT)
-            self.reconciler = None
         if self.running is not None:
             self.running.stop()
             self.running = None
@@ -372,6 +384,7 @@ def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
         f"  API server  {system.running.url}",
         f"  kubeconfig  {kubeconfig}  (contexts: {contexts})",
         f"  serve       {system.admin_url}  (webhook + admin API; CA {system.ca_file})",
+        f"              log: {system.serve_log}",
     ]
     if lab_url:
         lines.append(f"  JupyterLab  {lab_url}")

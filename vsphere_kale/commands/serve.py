@@ -6,7 +6,9 @@ One process, two halves that share the API client and the ``/metrics`` registry:
   ``/metrics``) plus the admin API of :mod:`vsphere_kale.adminapi`, on tornado's event loop
   in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconciler.Reconciler`, on its own
-  threads (the client's informers and leader election are thread-based).
+  threads (the client's informers and leader election are thread-based), and, on the same
+  leader, the serving certificate's :class:`~vsphere_kale.rotation.CertificateRotator`
+  (unless ``--no-cert-rotation``, e.g. with cert-manager).
 
 ``/readyz`` answers 200 once the certificate is loaded (the server refuses to start without
 it) and the informers have synced. SIGTERM marks the server not ready, drains in-flight
@@ -33,6 +35,7 @@ from vsphere_kale.errors import ConfigError
 from vsphere_kale.kube import build_api_client
 from vsphere_kale.leader import default_identity
 from vsphere_kale.reconciler import Reconciler
+from vsphere_kale.rotation import CertificateRotator
 from vsphere_kale.server import WebhookServer, configure_logging
 from vsphere_kale.settings import Settings, load_settings
 
@@ -41,8 +44,6 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_SECONDS = 10.0
 """Longest wait for in-flight requests on SIGTERM (the API server's default webhook timeout)."""
 RECONCILER_STOP_SECONDS = 10.0
-NO_RELOAD_INTERVAL = 365 * 24 * 3600.0
-"""``--no-cert-rotation``: the server has no "never" for its file check, so once a year."""
 
 
 def _admin_routes(api_client: Any, settings: Settings, reconciler: Reconciler) -> list[Any]:
@@ -61,7 +62,14 @@ def _synced_check(reconciler: Reconciler) -> Callable[[], str | None]:
     return informers_synced
 
 
-async def _run(server: WebhookServer, reconciler: Reconciler, *, address: str, port: int) -> None:
+async def _run(
+    server: WebhookServer,
+    reconciler: Reconciler,
+    *,
+    rotator: CertificateRotator | None,
+    address: str,
+    port: int,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -73,11 +81,15 @@ async def _run(server: WebhookServer, reconciler: Reconciler, *, address: str, p
     except OSError as exc:
         await loop.run_in_executor(None, reconciler.stop)
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
+    if rotator is not None:
+        rotator.start()  # acts only while this replica holds the leader Lease
     log.info(
         "serving; pod-security mode %s, leader election as %s", reconciler.mode, reconciler.identity
     )
     await stop.wait()
     log.info("termination signal received; draining and releasing the leader lease")
+    if rotator is not None:
+        await loop.run_in_executor(None, lambda: rotator.stop(timeout=5.0))
     await asyncio.gather(
         server.stop(drain_timeout=DRAIN_TIMEOUT_SECONDS),
         loop.run_in_executor(None, lambda: reconciler.stop(timeout=RECONCILER_STOP_SECONDS)),
@@ -108,7 +120,8 @@ async def _run(server: WebhookServer, reconciler: Reconciler, *, address: str, p
 @click.option(
     "--no-cert-rotation",
     is_flag=True,
-    help="Do not watch --cert-file/--key-file for a renewed certificate.",
+    help="Do not rotate the self-managed certificate (Secret vsphere-kale-tls and the webhook's "
+    "caBundle); use with cert-manager. The files are still reloaded when they change.",
 )
 @click.option(
     "--identity",
@@ -183,9 +196,16 @@ def serve_command(
             client_ca_file=client_ca_file,
             extra_handlers=_admin_routes(api_client, settings, reconciler),
             ready_checks=[_synced_check(reconciler)],
-            reload_interval=NO_RELOAD_INTERVAL if no_cert_rotation else 1.0,
         )
         reconciler.metrics.register_into(server.registry)
+        rotator = None
+        if not no_cert_rotation and scratch is None:
+            # The leader keeps the serving certificate and the webhook's caBundle current
+            # (vsphere_kale.rotation); every replica reloads the mounted files.
+            rotator = CertificateRotator(
+                api_client, namespace=settings.namespace, is_leader=reconciler.is_leader
+            )
+            reconciler.add_leader_callback(rotator.kick)
         level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
         configure_logging(log_format, level=level)
         # The client's leader election logs every renewal at INFO.
@@ -196,7 +216,7 @@ def serve_command(
                 "the API server cannot call this webhook"
             )
         try:
-            asyncio.run(_run(server, reconciler, address=address, port=port))
+            asyncio.run(_run(server, reconciler, rotator=rotator, address=address, port=port))
         finally:
             api_client.close()
     finally:

@@ -70,7 +70,7 @@ class VsphereKaleApp(ExtensionApp):
     timeout = Float(
         config=True,
         help="""Seconds to wait for the admin API (connect and whole request) before falling
-        back to the local status. Default: $VSPHERE_KALE_TIMEOUT, else 5.""",
+        back to the local status. Default: $VSPHERE_KALE_TIMEOUT, else 10.""",
     )
 
     kubeconfig = Unicode(
@@ -104,7 +104,7 @@ class VsphereKaleApp(ExtensionApp):
 
     @default("timeout")
     def _default_timeout(self) -> float:
-        raw = _env("VSPHERE_KALE_TIMEOUT", "5")
+        raw = _env("VSPHERE_KALE_TIMEOUT", "10")
         try:
             return float(raw)
         except ValueError as exc:

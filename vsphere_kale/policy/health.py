@@ -343,7 +343,7 @@ def latest_provisioning_failures(events: Iterable[Event]) -> dict[str, Event]:
     its predecessor's failure, so callers look up by uid first and by name only for events
     written without one.
     """
-    latest: dict[str, tuple[str, Event]] = {}
+    latest: dict[str, tuple[dt.datetime, Event]] = {}
     for event in events:
         ref = event.get("involvedObject") or {}
         if event.get("reason") != "ProvisioningFailed" or ref.get("kind") != (
@@ -351,24 +351,22 @@ def latest_provisioning_failures(events: Iterable[Event]) -> dict[str, Event]:
         ):
             continue
         meta = event.get("metadata") or {}
-        when = (
-            event.get("lastTimestamp")
-            or event.get("eventTime")
-            or event.get("firstTimestamp")
-            or meta.get("creationTimestamp")
-            or ""
+        stamp = (
+            parse_time(
+                event.get("lastTimestamp")
+                or event.get("eventTime")
+                or event.get("firstTimestamp")
+                or meta.get("creationTimestamp")
+            )
+            or _EPOCH  # undated events lose to dated ones
         )
-        stamp = _sortable(when)
-        keys = [f"uid:{ref['uid']}"] if ref.get("uid") else [f"name:{ref.get('name', '')}"]
-        for key in keys:
-            if key not in latest or stamp >= latest[key][0]:
-                latest[key] = (stamp, event)
+        key = f"uid:{ref['uid']}" if ref.get("uid") else f"name:{ref.get('name', '')}"
+        if key not in latest or stamp >= latest[key][0]:
+            latest[key] = (stamp, event)
     return {key: value[1] for key, value in latest.items()}
 
 
-def _sortable(when: str) -> str:
-    """A string that sorts by time (unparsable stamps sort first)."""
-    return _iso(parse_time(when)) or ""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _failure_for(failures: Mapping[str, Event], meta: ObjectMeta) -> str | None:

@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 import urllib.parse
+from asyncio import Future
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -283,8 +284,12 @@ class Sandbox:
 
     def make_app(self) -> tornado.web.Application:
         return tornado.web.Application(
-            [(r"/.*", ApiHandler, {"sandbox": self})], log_function=_log_request
+            [(r"/.*", ApiHandler, {"sandbox": self})], log_function=_no_log
         )
+
+
+def _no_log(handler: tornado.web.RequestHandler) -> None:
+    """ApiHandler logs its requests itself (see ApiHandler.finish)."""
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -422,6 +427,13 @@ class ApiHandler(tornado.web.RequestHandler):
         return None
 
     # -- responses --
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        # Log before the answer leaves, so a client holding the answer can rely on the log
+        # record existing (tests count requests from it).
+        if not self._finished:
+            _log_request(self)
+        return super().finish(chunk)
 
     def _send(self, code: int, body: Any) -> None:
         self.set_status(code)
@@ -1125,6 +1137,7 @@ class ApiHandler(tornado.web.RequestHandler):
                 info.rt, "", [("metadata.name", "Required value: name or generateName is required")]
             )
         _validate_meta(info.rt, body)
+        _refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
         stored = self.sandbox.store.create(
             self._storage_type(info),
@@ -1223,6 +1236,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self._field_validation(body)
         validate_name(info.rt, info.name or "")
         _validate_meta(info.rt, body)
+        _refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
         stored = self.sandbox.store.create(
             self._storage_type(info),
@@ -1367,6 +1381,17 @@ class ApiHandler(tornado.web.RequestHandler):
         )
         out.setdefault("spec", {}).setdefault("audiences", [])
         self._send(201, out)
+
+
+def _refuse_resource_version(body: JSONObject) -> None:
+    """etcd3 storage refuses a create that carries a resourceVersion, with a plain error the
+    client sees as a 500: callers creating from an object they read must clear it."""
+    if (body.get("metadata") or {}).get("resourceVersion"):
+        raise StatusError(
+            500,
+            "InternalError",
+            "Internal error occurred: resourceVersion should not be set on objects to be created",
+        )
 
 
 def _complete(request: JSONObject, result: JSONObject) -> JSONObject:

@@ -16,6 +16,7 @@ namespace.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NAMESPACES = ResourceRef("", "namespaces")
+SECRETS = ResourceRef("", "secrets")
+SERVICES = ResourceRef("", "services")
 #: The finalizer kube-apiserver puts in every namespace's spec; the namespace controller
 #: removes it once the namespace is empty.
 NAMESPACE_FINALIZER = "kubernetes"
@@ -96,6 +99,18 @@ def _meta(obj: JSONObject) -> JSONObject:
     if not isinstance(meta, dict):
         raise StatusError(400, "BadRequest", "metadata must be an object")
     return meta
+
+
+#: ObjectMeta fields Go serializes with ``omitempty``: an empty one is as good as absent.
+_OMIT_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences", "managedFields")
+
+
+def _normalize_meta(meta: JSONObject) -> None:
+    """Drop empty maps and lists kube-apiserver would not store (Go's omitempty), so a
+    patch that leaves ``annotations: {}`` behind reads back as it would from a cluster."""
+    for key in _OMIT_EMPTY_META:
+        if key in meta and meta[key] in ({}, [], None):
+            del meta[key]
 
 
 def _content(obj: JSONObject) -> JSONObject:
@@ -314,6 +329,7 @@ class Store:
     ) -> JSONObject:
         """Store a new object (``obj`` is consumed). Raises StatusError (404/403/409/422)."""
         meta = _meta(obj)
+        _normalize_meta(meta)
         ns = (namespace or "") if rt.namespaced else ""
         with self.lock:
             name = meta.get("name") or ""
@@ -362,6 +378,7 @@ class Store:
         """
         ns = (namespace or "") if rt.namespaced else ""
         meta = _meta(obj)
+        _normalize_meta(meta)
         with self.lock:
             current = self._bucket(rt).get((ns, name))
             if current is None:
@@ -385,6 +402,7 @@ class Store:
                     meta[field] = cur_meta[field]
                 else:
                     meta.pop(field, None)
+            _apply_update_defaults(rt, obj, current)
             if "generation" in cur_meta:
                 changed = _content(obj) != _content(current)
                 meta["generation"] = cur_meta["generation"] + (1 if changed else 0)
@@ -571,5 +589,35 @@ def _apply_defaults(rt: ResourceType, obj: JSONObject) -> None:
         obj.setdefault("status", {})["phase"] = "Active"
     elif rt.ref == ResourceRef("", "persistentvolumeclaims"):
         obj.setdefault("status", {}).setdefault("phase", "Pending")
+        if isinstance(obj.get("spec"), dict):
+            obj["spec"].setdefault("volumeMode", "Filesystem")
     elif rt.ref == ResourceRef("", "persistentvolumes"):
         obj.setdefault("status", {}).setdefault("phase", "Available")
+    _apply_update_defaults(rt, obj, None)
+
+
+def _apply_update_defaults(rt: ResourceType, obj: JSONObject, current: JSONObject | None) -> None:
+    """Defaults kube applies on every write: Secret ``stringData`` folds into ``data``;
+    a Service keeps (or gets) its cluster IP, type and port defaults."""
+    if rt.ref == SECRETS and isinstance(obj.get("stringData"), dict):
+        data: JSONObject = obj["data"] if isinstance(obj.get("data"), dict) else {}
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode("ascii")
+        obj["data"] = data
+    elif rt.ref == SERVICES and isinstance(obj.get("spec"), dict):
+        spec = obj["spec"]
+        spec.setdefault("type", "ClusterIP")
+        old_ip = ((current or {}).get("spec") or {}).get("clusterIP")
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = old_ip or _cluster_ip(str(obj["metadata"].get("uid", "")))
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
+                port.setdefault("targetPort", port.get("port"))
+
+
+def _cluster_ip(seed: str) -> str:
+    """A stable address in 10.96.0.0/12 (kube's default service range) for a Service uid."""
+    digest = int(uuid.UUID(seed).hex[:8], 16) if seed else secrets.randbits(32)
+    return f"10.{96 + (digest >> 16) % 16}.{(digest >> 8) % 256}.{1 + digest % 254}"

@@ -49,7 +49,9 @@ class RunningSandbox:
     Attributes: ``url`` (``http(s)://127.0.0.1:<port>``), ``sandbox`` (the in-process
     :class:`Sandbox`: ``.store``, ``.faults``, hooks, ``.close_watches()``), ``tokens``
     (kubeconfig user -> token, ``admin`` first), ``admin_token``, ``kubeconfig_path`` (admin
-    context current; one context per user), ``ca_pem`` (with TLS).
+    context current; one context per user), ``ca_pem`` (with TLS). Methods:
+    ``api_client(token=None)``, ``kubeconfig_for(token)``, ``write_kubeconfig(path, ...)``,
+    ``request(method, path, ...)`` (raw HTTP through a real ApiClient), ``stop()``.
     """
 
     def __init__(
