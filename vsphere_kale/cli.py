@@ -7,6 +7,7 @@ a traceback is a bug.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -20,7 +21,20 @@ EXIT_USAGE = 2
 
 
 class _Group(click.Group):
-    """Turns our errors into a sentence and an exit code, for every subcommand."""
+    """Loads subcommands lazily and turns our errors into a sentence and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -43,25 +57,20 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-# --- subcommands: one import + add_command per line, each owned by its module ---
-from vsphere_kale.commands.certs import certs_command  # noqa: E402
-from vsphere_kale.commands.doctor import doctor_command  # noqa: E402
-from vsphere_kale.commands.install import install_command, uninstall_command  # noqa: E402
-from vsphere_kale.commands.reconcile import reconcile_command  # noqa: E402
-from vsphere_kale.commands.review import review  # noqa: E402
-from vsphere_kale.commands.sandbox import sandbox_group  # noqa: E402
-from vsphere_kale.commands.serve import serve_command  # noqa: E402
-from vsphere_kale.commands.webhook import webhook_command  # noqa: E402
-
-main.add_command(review)
-main.add_command(reconcile_command)
-main.add_command(serve_command)
-main.add_command(sandbox_group)
-main.add_command(certs_command)
-main.add_command(webhook_command)
-main.add_command(install_command)
-main.add_command(uninstall_command)
-main.add_command(doctor_command)
+# --- subcommands: name -> "module:attribute", each owned by its module ---
+# Imported on first use: most subcommands pull in the kubernetes client (seconds to import),
+# which the offline ones (review, certs) must not pay for.
+COMMANDS: dict[str, str] = {
+    "review": "vsphere_kale.commands.review:review",
+    "certs": "vsphere_kale.commands.certs:certs_command",
+    "webhook": "vsphere_kale.commands.webhook:webhook_command",
+    "serve": "vsphere_kale.commands.serve:serve_command",
+    "reconcile": "vsphere_kale.commands.reconcile:reconcile_command",
+    "install": "vsphere_kale.commands.install:install_command",
+    "uninstall": "vsphere_kale.commands.install:uninstall_command",
+    "doctor": "vsphere_kale.commands.doctor:doctor_command",
+    "sandbox": "vsphere_kale.commands.sandbox:sandbox_group",
+}
 # --- end of subcommands ---
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -232,7 +233,7 @@ def test_entrypoint_and_default_command_match_the_deployment(
 def test_default_command_uses_options_serve_accepts(instructions: list[Instruction]) -> None:
     from vsphere_kale.cli import main
 
-    serve = main.commands.get("serve")
+    serve = main.get_command(click.Context(main), "serve")
     assert serve is not None, "`vsphere-kale serve` is not registered in vsphere_kale.cli"
     accepted = {opt for param in serve.params for opt in (*param.opts, *param.secondary_opts)}
     (cmd,) = [exec_form(rest) for keyword, rest in stages(instructions)[-1] if keyword == "CMD"]

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
@@ -134,7 +135,7 @@ def serve_option_names() -> set[str]:
     """The long option names `vsphere-kale serve` really accepts (click's own definition)."""
     from vsphere_kale.cli import main
 
-    serve = main.commands.get("serve")
+    serve = main.get_command(click.Context(main), "serve")
     assert serve is not None, "`vsphere-kale serve` is not registered in vsphere_kale.cli"
     names: set[str] = set()
     for param in serve.params:

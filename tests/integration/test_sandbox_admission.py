@@ -544,7 +544,8 @@ def test_mapped_service_gets_ready_endpoints(
         core.read_namespaced_endpoints("unmapped", "hooks")
     assert caught.value.status == 404
     # Deleting the Service removes its Endpoints, as the endpoints controller does.
-    core.delete_namespaced_service("webhook", "hooks", _preload_content=False)
+    deleted = core.delete_namespaced_service("webhook", "hooks")
+    assert deleted.metadata.name == "webhook"  # kube answers DELETE of a Service with it
     deadline = time.monotonic() + 5
     while sb.store.get_object(ResourceRef("", "endpoints"), "hooks", "webhook") is not None:
         assert time.monotonic() < deadline

@@ -196,7 +196,7 @@ def test_recreated_profile_waits_for_its_old_namespace(sandbox_factory: Factory)
     )
     deadline = time.monotonic() + 10
     while True:
-        namespace = core.read_namespace("hana") if _exists(core, "hana") else None
+        namespace = _read(core, "hana")  # one read: the old namespace may vanish any moment
         ready = (
             namespace is not None
             and not namespace.metadata.deletion_timestamp
@@ -211,13 +211,16 @@ def test_recreated_profile_waits_for_its_old_namespace(sandbox_factory: Factory)
     assert core.read_namespaced_service_account("default-editor", "hana")
 
 
-def _exists(core: client.CoreV1Api, name: str) -> bool:
+def _read(core: client.CoreV1Api, name: str) -> Any:
     try:
-        core.read_namespace(name)
+        return core.read_namespace(name)
     except ApiException as exc:
         assert exc.status == 404
-        return False
-    return True
+        return None
+
+
+def _exists(core: client.CoreV1Api, name: str) -> bool:
+    return _read(core, name) is not None
 
 
 def test_no_controller_thread_outlives_its_work_or_the_sandbox(sandbox_factory: Factory) -> None:

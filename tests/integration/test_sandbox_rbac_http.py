@@ -363,3 +363,15 @@ def test_authorization_off_allows_everything(sandbox: RunningSandbox) -> None:
     with pytest.raises(ApiException) as caught:
         _core(sandbox, "not-a-token").list_namespace()
     assert caught.value.status == 401
+
+
+def test_invalid_token_request_is_422_invalid_not_a_500(demo: RunningSandbox) -> None:
+    # kube-apiserver refuses TokenRequests shorter than 10 minutes as Invalid.
+    with pytest.raises(ApiException) as caught:
+        _core(demo).create_namespaced_service_account_token(
+            "default-editor", "alice", {"spec": {"expirationSeconds": 60}}
+        )
+    assert caught.value.status == 422
+    status = _status(caught.value)
+    assert status["reason"] == "Invalid"
+    assert "may not specify a duration less than 10 minutes" in status["message"]

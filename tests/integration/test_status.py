@@ -172,9 +172,7 @@ def test_binding_in_place_makes_pod_security_ok(
     client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
         "alice", podsecurity.build_role_binding("alice", desired.binding)
     )
-    client.CoreV1Api(api).delete_namespaced_persistent_volume_claim(
-        MARSHAL, "alice", _preload_content=False
-    )
+    client.CoreV1Api(api).delete_namespaced_persistent_volume_claim(MARSHAL, "alice")
 
     doc = collect_status(
         api, "alice", settings=SETTINGS, mode="psp", can_reconcile=False, source="local"

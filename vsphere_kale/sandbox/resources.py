@@ -34,6 +34,18 @@ READ_WRITE_VERBS = (
 CREATE_ONLY_VERBS = ("create",)
 
 
+_RETURN_DELETED_OBJECT = frozenset(
+    ResourceRef("", plural)
+    for plural in (
+        "persistentvolumeclaims",
+        "persistentvolumes",
+        "pods",
+        "services",
+        "serviceaccounts",
+    )
+)
+
+
 @dataclass(frozen=True)
 class ResourceType:
     """One served resource type (what ``APIResourceList`` lists, plus how we store it)."""
@@ -62,6 +74,12 @@ class ResourceType:
     @property
     def ref(self) -> ResourceRef:
         return ResourceRef(self.group, self.plural)
+
+    @property
+    def returns_deleted_object(self) -> bool:
+        """kube-apiserver answers DELETE of these with the deleted object, not a Status
+        (``ReturnDeletedObject`` in their registries); the typed client decodes it so."""
+        return self.ref in _RETURN_DELETED_OBJECT
 
     @property
     def storage_ref(self) -> ResourceRef:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, Union, cast
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from vsphere_kale.errors import KubeError
 from vsphere_kale.sandbox import openapi, protobuf, tables
 from vsphere_kale.sandbox.faults import FaultInjector
 from vsphere_kale.sandbox.patching import (
@@ -482,6 +483,13 @@ class ApiHandler(tornado.web.RequestHandler):
         except StatusError as exc:
             if not self._finished:
                 self._send_error(exc)
+        except KubeError as exc:
+            # Policy hooks (authn, RBAC, token requests) speak our error tree: keep their
+            # code and reason (422 Invalid, 404 NotFound) rather than a blanket 500.
+            if not self._finished:
+                self._send_error(
+                    StatusError(exc.status or 500, exc.reason or "InternalError", str(exc))
+                )
         except StreamClosedError:
             pass
         except Exception as exc:  # one request's bug becomes a 500 Status, never a hang
@@ -1266,8 +1274,13 @@ class ApiHandler(tornado.web.RequestHandler):
             if isinstance(options.get("preconditions"), dict)
             else None,
         )
-        if obj["metadata"].get("deletionTimestamp") or existed is None:
-            # Still there (finalizers, or a namespace being emptied): kube answers the object.
+        if (
+            obj["metadata"].get("deletionTimestamp")
+            or existed is None
+            or (info.rt.returns_deleted_object)
+        ):
+            # Still there (finalizers, or a namespace being emptied), or a type whose registry
+            # returns the deleted object: kube answers the object.
             self._send(200, self._served(info, obj))
             return
         details: JSONObject = {
