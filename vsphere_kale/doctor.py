@@ -94,7 +94,7 @@ def build_required_access(settings: Settings, *, cert_manager: bool = False) -> 
     out += _each(["get", "list", "watch", "patch"], [""], "namespaces", "reconciler")
     out += _each(["get", "list", "watch"], ["kubeflow.org"], "profiles", "reconciler")
     out += _each(
-        ["get", "list", "watch", "create", "update", "delete"],
+        ["get", "list", "watch", "create", "patch", "delete"],
         ["rbac.authorization.k8s.io"],
         "rolebindings",
         "psp mode: per-namespace RoleBinding",

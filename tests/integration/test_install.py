@@ -281,6 +281,18 @@ def test_install_then_webhook_reconcile_admin_api_and_doctor_work_as_the_service
         "vsphere-kale-psp", "alice"
     )
     assert binding.role_ref.name == "psp:vmware-system-privileged"
+    # An edited binding is repaired with a merge patch: the installed role must allow `patch`.
+    rbac_api = client.RbacAuthorizationV1Api(admin)
+    rbac_api.patch_namespaced_role_binding(
+        "vsphere-kale-psp", "alice",
+        {"subjects": [{"kind": "Group", "name": "someone-else", "apiGroup": "rbac.authorization.k8s.io"}]},
+    )  # fmt: skip
+
+    def repaired() -> bool:
+        subjects = rbac_api.read_namespaced_role_binding("vsphere-kale-psp", "alice").subjects
+        return [s.name for s in subjects] == ["system:serviceaccounts:alice"]
+
+    wait_for("alice's edited binding to be repaired", repaired)
     status, health = serve.request("GET", "/api/v1/namespaces/alice/status", token=demo.admin_token)
     assert status == 200, health
     assert isinstance(health, dict)

@@ -287,7 +287,7 @@ CLUSTER_RULES = [
     (
         ("rbac.authorization.k8s.io",),
         ("rolebindings",),
-        ("get", "list", "watch", "create", "update", "delete"),
+        ("get", "list", "watch", "create", "patch", "delete"),
         (),
     ),
     (
