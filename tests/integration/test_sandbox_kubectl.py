@@ -287,3 +287,18 @@ def test_create_generators_protobuf_bodies(sandbox: RunningSandbox) -> None:
     assert [(s.kind, s.namespace, s.name) for s in binding.subjects] == [
         ("ServiceAccount", "g", "robot")
     ]
+
+
+def test_deleting_the_seeded_marshal_claim_completes(
+    sandbox_factory: Callable[..., RunningSandbox],
+) -> None:
+    # Given the demo's stuck marshal claim, protected by kubernetes.io/pvc-protection
+    running = sandbox_factory(seed="kubeflow-demo")
+    core = client.CoreV1Api(running.api_client())
+    claim = core.read_namespaced_persistent_volume_claim("wf-1-kale-marshal-pvc", "alice")
+    assert claim.metadata.finalizers == ["kubernetes.io/pvc-protection"]
+    # When a user follows the panel's hint and deletes it (kubectl waits for it to be gone)
+    kubectl(running, "delete", "pvc", "wf-1-kale-marshal-pvc", "-n", "alice", "--timeout=10s")
+    # Then it is gone: no pod uses it, so the protection finalizer is released as on a cluster
+    listed = core.list_namespaced_persistent_volume_claim("alice").items
+    assert [c.metadata.name for c in listed] == []

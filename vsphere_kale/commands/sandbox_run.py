@@ -415,6 +415,8 @@ def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
         "spec: {owner: {kind: User, name: carol@example.com}}",
         "YAML",
         f"  {k} get rolebinding -n carol",
+        f"  {k} delete pvc wf-1-kale-marshal-pvc -n alice   # follow the panel's hint...",
+        f"  {k} apply -f deploy/examples/kale-marshal-pvc.yaml   # ...recreated on nfs-client",
         "  Refresh / Reconcile in the notebook panel to see and repair alice's namespace.",
         "",
         "Press Ctrl-C to stop everything.",

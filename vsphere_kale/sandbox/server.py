@@ -41,6 +41,7 @@ from vsphere_kale.sandbox.patching import (
     parse_patch_body,
     unsupported_media_type,
 )
+from vsphere_kale.sandbox.protection import StorageProtection
 from vsphere_kale.sandbox.resources import (
     Registry,
     ResourceType,
@@ -1465,6 +1466,7 @@ def build_sandbox(
     sb.authorize = authorizer.authorize
     sb.review_access = authorizer.review_access
     sb.check_escalation = authorizer.check_escalation
+    sb.add_controller(StorageProtection(sb.store))
     webhooks = _optional_module("vsphere_kale.sandbox.webhooks")
     if webhooks is not None:
         sb.admit = webhooks.build_admitter(sb.store, service_map=service_map or {}).admit
