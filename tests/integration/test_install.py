@@ -75,6 +75,9 @@ def outcomes(stdout: str) -> dict[str, str]:
     return found
 
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
 def wait_for(what: str, check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     last = None
@@ -283,10 +286,10 @@ def test_install_then_webhook_reconcile_admin_api_and_doctor_work_as_the_service
     assert binding.role_ref.name == "psp:vmware-system-privileged"
     # An edited binding is repaired with a merge patch: the installed role must allow `patch`.
     rbac_api = client.RbacAuthorizationV1Api(admin)
+    someone_else = {"kind": "Group", "name": "someone-else", "apiGroup": RBAC_GROUP}
     rbac_api.patch_namespaced_role_binding(
-        "vsphere-kale-psp", "alice",
-        {"subjects": [{"kind": "Group", "name": "someone-else", "apiGroup": "rbac.authorization.k8s.io"}]},
-    )  # fmt: skip
+        "vsphere-kale-psp", "alice", {"subjects": [someone_else]}
+    )
 
     def repaired() -> bool:
         subjects = rbac_api.read_namespaced_role_binding("vsphere-kale-psp", "alice").subjects

@@ -1452,8 +1452,13 @@ def build_sandbox(
     ``--authorization-mode=AlwaysAllow``). ``service_map`` maps ``namespace/name:port`` of a
     webhook Service to a local ``host:port``. Raises ``ValueError`` for an unknown seed.
     """
-    from vsphere_kale.sandbox import authn, rbac
+    # Imported here: the policy modules import the store's types, the server imports them.
+    from vsphere_kale.sandbox import authn, rbac, webhooks
+    from vsphere_kale.sandbox import kubeflow as kubeflow_emulation
+    from vsphere_kale.sandbox import seed as seeds
 
+    if seed not in SEEDS:
+        raise ValueError(f"unknown seed {seed!r}; choose one of {', '.join(SEEDS)}")
     sb = Sandbox(flavor=flavor, watch_history=watch_history)
     registry = authn.TokenRegistry(sb.store, admin_token=admin_token)
     sb.authenticate = registry.authenticate
@@ -1467,38 +1472,14 @@ def build_sandbox(
     sb.review_access = authorizer.review_access
     sb.check_escalation = authorizer.check_escalation
     sb.add_controller(StorageProtection(sb.store))
-    webhooks = _optional_module("vsphere_kale.sandbox.webhooks")
-    if webhooks is not None:
-        sb.admit = webhooks.build_admitter(sb.store, service_map=service_map or {}).admit
-        if service_map:
-            sb.add_controller(webhooks.EndpointsForMappedServices(sb.store, service_map))
+    sb.admit = webhooks.build_admitter(sb.store, service_map=service_map or {}).admit
+    if service_map:
+        sb.add_controller(webhooks.EndpointsForMappedServices(sb.store, service_map))
     if kubeflow:
-        kf = _optional_module("vsphere_kale.sandbox.kubeflow")
-        if kf is None:
-            raise ValueError("the Kubeflow emulation (vsphere_kale.sandbox.kubeflow) is missing")
-        sb.add_controller(kf.build_controller(sb.store))
-    if seed not in SEEDS:
-        raise ValueError(f"unknown seed {seed!r}; choose one of {', '.join(SEEDS)}")
+        sb.add_controller(kubeflow_emulation.build_controller(sb.store))
     if seed != "empty":
-        seeds = _optional_module("vsphere_kale.sandbox.seed")
-        if seeds is None:
-            raise ValueError(
-                f"seed {seed!r} is not available (vsphere_kale.sandbox.seed is missing)"
-            )
         seeds.apply_seed(sb.store, seed, flavor=flavor)
-        for user, (token, username, groups) in getattr(seeds, "USERS", {}).items():
+        for user, (token, username, groups) in seeds.USERS.items():
             registry.add_static_token(token, UserInfo(username, groups=tuple(groups)))
             tokens[user] = token
     return SandboxSetup(sb, tokens)
-
-
-def _optional_module(name: str) -> Any:
-    """A policy module written alongside this one, or None while it does not exist yet."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
