@@ -1,0 +1,590 @@
+"""One namespace's pod security, planned and applied: the write half of the reconciler.
+
+:class:`PodSecurityApplier` reads a namespace's facts (from the informer caches or live),
+asks the pure :func:`vsphere_kale.policy.podsecurity.plan` what to do and writes it: create
+and handle 409 rather than check-then-create, merge patches that touch only our labels, delete
+then create for an edited roleRef (immutable in RBAC). The informer-driven
+:class:`vsphere_kale.reconciler.Reconciler` and the one-shot ``vsphere-kale reconcile`` share it.
+Results (:class:`NamespaceResult`), metrics and API discovery live here too, since both use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from vsphere_kale.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
+from vsphere_kale.events import (
+    BINDING_CREATED,
+    BINDING_REPAIRED,
+    LABELS_APPLIED,
+    RECONCILE_FAILED,
+    EventRecorder,
+)
+from vsphere_kale.jsonapi import MERGE_PATCH, JsonApi, path
+from vsphere_kale.kube import kube_errors
+from vsphere_kale.policy.podsecurity import (
+    MANAGED_SELECTOR,
+    Action,
+    CreateBinding,
+    DeleteBinding,
+    NamespaceFacts,
+    PatchBinding,
+    PatchNamespaceLabels,
+    Plan,
+    binding_facts,
+    build_binding_patch,
+    build_desired,
+    build_namespace_patch,
+    build_role_binding,
+    decide_managed,
+    facts_from_objects,
+    plan,
+)
+from vsphere_kale.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROFILE_GROUP = "kubeflow.org"
+WATCH_TIMEOUT_SECONDS = 300
+"""Server-side watch timeout: a silently dead connection is noticed within this long."""
+LIST_TIMEOUT = (10.0, 120.0)
+SETTLE_SECONDS = 3.0
+"""How long a namespace waits for the caches to show our own write before acting anyway."""
+
+OUTCOMES = (
+    "created",
+    "repaired",
+    "labels-applied",
+    "ok",
+    "skipped",
+    "conflict",
+    "failed",
+    "would-create",
+    "would-repair",
+)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamespaceResult:
+    """What one reconcile of one namespace did (or, in a dry run, would do).
+
+    ``outcome``: created | repaired | labels-applied | ok | skipped | conflict | failed |
+    would-create | would-repair. ``conflict`` is an admin's hand-set PSA label we leave alone
+    (not a failure). ``actions`` are human-readable lines; ``message`` is one sentence, for a
+    failure what to do.
+    """
+
+    namespace: str
+    outcome: str
+    actions: tuple[str, ...]
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "outcome": self.outcome,
+            "actions": list(self.actions),
+            "message": self.message,
+        }
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+class ReconcilerMetrics:
+    """Prometheus metrics of the reconciler, on the registry ``serve`` exposes at /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.reconciles = Counter(
+            "vsphere_kale_podsecurity_reconciles",
+            "Namespace reconciles, by result (created, repaired, labels-applied, ok, skipped, "
+            "conflict, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.writes = Counter(
+            "vsphere_kale_podsecurity_writes",
+            "Writes sent to the API server by this replica, by verb and resource.",
+            ["verb", "resource"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "vsphere_kale_podsecurity_queue_depth",
+            "Namespaces waiting to be reconciled (not counting delayed retries).",
+            registry=self.registry,
+        )
+        self.last_resync = Gauge(
+            "vsphere_kale_podsecurity_last_full_resync_timestamp_seconds",
+            "Unix time of the last full resync (every managed namespace enqueued).",
+            registry=self.registry,
+        )
+        self.is_leader = Gauge(
+            "vsphere_kale_podsecurity_is_leader",
+            "1 while this replica holds the leader Lease and reconciles.",
+            registry=self.registry,
+        )
+        self.mode = Gauge(
+            "vsphere_kale_podsecurity_mode",
+            "The resolved pod-security mode (1 for the mode in use).",
+            ["mode"],
+            registry=self.registry,
+        )
+        for result in OUTCOMES:
+            self.reconciles.labels(result)
+
+    def register_into(self, registry: CollectorRegistry) -> None:
+        """Also expose these metrics on ``registry`` (the server's, for one /metrics)."""
+        for collector in (
+            self.reconciles,
+            self.writes,
+            self.queue_depth,
+            self.last_resync,
+            self.is_leader,
+            self.mode,
+        ):
+            registry.register(collector)
+
+    def write_count(self) -> float:
+        """All writes so far (tests and the benchmark use it)."""
+        total = 0.0
+        for metric in self.writes.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+        return total
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Discovery:
+    psp_served: bool
+    profile_version: str | None
+    """``v1``, ``v1beta1``, or None when Kubeflow's Profile CRD is not installed."""
+
+
+def fetch_json(api_client: client.ApiClient, resource_path: str) -> dict[str, Any]:
+    """GET a discovery path as JSON (the generated APIs have no call for /apis/<g>/<v>)."""
+    with kube_errors(f"get {resource_path}"):
+        data = JsonApi(api_client).get(resource_path)
+    return data if isinstance(data, dict) else {}
+
+
+def fetch_discovery(api_client: client.ApiClient) -> Discovery:
+    """Which Profile version is served, and whether policy/v1beta1 serves PSPs."""
+    groups = fetch_json(api_client, "/apis").get("groups") or []
+    versions = {g.get("name"): [v.get("version") for v in g.get("versions") or []] for g in groups}
+    kubeflow = versions.get(PROFILE_GROUP, [])
+    profile_version = "v1" if "v1" in kubeflow else ("v1beta1" if "v1beta1" in kubeflow else None)
+    psp_served = False
+    if "v1beta1" in versions.get("policy", []):
+        resources = fetch_json(api_client, "/apis/policy/v1beta1").get("resources") or []
+        psp_served = any(r.get("name") == "podsecuritypolicies" for r in resources)
+    return Discovery(psp_served=psp_served, profile_version=profile_version)
+
+
+# --- where facts come from -------------------------------------------------------------------
+
+
+class FactSource(Protocol):
+    def has_profile(self, name: str) -> bool: ...
+
+    def namespace(self, name: str) -> Mapping[str, Any] | None: ...
+
+    def managed_bindings(self, namespace: str) -> list[Mapping[str, Any]] | None:
+        """The managed RoleBindings of ``namespace``, or None when this source does not know
+        them (the namespace's bindings are then listed if needed)."""
+        ...
+
+
+def profiles_path(version: str, *name: str) -> str:
+    return path("apis", PROFILE_GROUP, version, "profiles", *name)
+
+
+NAMESPACES_PATH = path("api", "v1", "namespaces")
+ALL_ROLEBINDINGS_PATH = path("apis", "rbac.authorization.k8s.io", "v1", "rolebindings")
+
+
+def _rolebindings_path(namespace: str, *name: str) -> str:
+    return path(
+        "apis", "rbac.authorization.k8s.io", "v1", "namespaces", namespace, "rolebindings", *name
+    )
+
+
+class LiveSource:
+    """Reads with one GET per question: for ``reconcile --namespace`` and after a 409."""
+
+    def __init__(self, api_client: client.ApiClient, discovery: Discovery) -> None:
+        self._api = JsonApi(api_client)
+        self._discovery = discovery
+
+    def has_profile(self, name: str) -> bool:
+        version = self._discovery.profile_version
+        if version is None:
+            return False
+        try:
+            with kube_errors(f"get profile {name}"):
+                self._api.get(profiles_path(version, name))
+        except KubeNotFound:
+            return False
+        return True
+
+    def namespace(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            with kube_errors(f"get namespace {name}"):
+                obj: dict[str, Any] = self._api.get(path("api", "v1", "namespaces", name))
+                return obj
+        except KubeNotFound:
+            return None
+
+    def managed_bindings(self, namespace: str) -> list[Mapping[str, Any]] | None:
+        return None
+
+
+class SnapshotSource:
+    """One list per resource type, for ``reconcile --all`` and a follower's reconcile_all."""
+
+    def __init__(self, api_client: client.ApiClient, discovery: Discovery, *, psp: bool) -> None:
+        api = JsonApi(api_client)
+        with kube_errors("list namespaces"):
+            items = api.request("GET", NAMESPACES_PATH, timeout=LIST_TIMEOUT)
+        self.namespaces = {i["metadata"]["name"]: i for i in items.get("items") or []}
+        self.profiles: set[str] = set()
+        if discovery.profile_version is not None:
+            with kube_errors("list profiles"):
+                profiles = api.request(
+                    "GET", profiles_path(discovery.profile_version), timeout=LIST_TIMEOUT
+                )
+            self.profiles = {p["metadata"]["name"] for p in profiles.get("items") or []}
+        self._bindings: dict[str, list[Mapping[str, Any]]] = {}
+        if psp:
+            with kube_errors("list managed rolebindings"):
+                bindings = api.request(
+                    "GET",
+                    ALL_ROLEBINDINGS_PATH,
+                    query={"labelSelector": MANAGED_SELECTOR},
+                    timeout=LIST_TIMEOUT,
+                )
+            for b in bindings.get("items") or []:
+                self._bindings.setdefault(b["metadata"]["namespace"], []).append(b)
+
+    def has_profile(self, name: str) -> bool:
+        return name in self.profiles
+
+    def namespace(self, name: str) -> Mapping[str, Any] | None:
+        return self.namespaces.get(name)
+
+    def managed_bindings(self, namespace: str) -> list[Mapping[str, Any]] | None:
+        return list(self._bindings.get(namespace, ()))
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """An object we wrote, and its resourceVersion: the caches must reach it (settling)."""
+
+    kind: str  # "namespace" | "rolebinding"
+    name: str
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    result: NamespaceResult
+    retry_after: float | None = None
+    written: tuple[Written, ...] = ()
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    cause = exc.__cause__ if not isinstance(exc, ApiException) else exc
+    if isinstance(cause, ApiException) and cause.headers:
+        value = cause.headers.get("Retry-After")
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+def resource_version_of(obj: Mapping[str, Any] | None) -> str:
+    if obj is None:
+        return ""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class PodSecurityApplier:
+    """Plans one namespace and applies the plan; shared by the informer path and the CLI."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        settings: Settings,
+        *,
+        mode: str,
+        discovery: Discovery,
+        events: EventRecorder | None = None,
+        metrics: ReconcilerMetrics | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.settings = settings
+        self.mode = mode
+        self.discovery = discovery
+        self.events = events
+        self.metrics = metrics
+        self._api = JsonApi(api_client)
+
+    # -- reads --
+
+    def _facts(self, name: str, source: FactSource) -> NamespaceFacts:
+        ns = source.namespace(name)
+        managed = (source.managed_bindings(name) or []) if self.mode == "psp" else []
+        # Sources know at most our managed bindings; plan() asks for the full list when those
+        # do not satisfy the namespace.
+        return facts_from_objects(name, ns, bindings=managed, all_bindings=False)
+
+    def fetch_bindings(self, namespace: str) -> list[dict[str, Any]]:
+        with kube_errors(f"list rolebindings in namespace {namespace}"):
+            data = self._api.request("GET", _rolebindings_path(namespace), timeout=LIST_TIMEOUT)
+        return list(data.get("items") or [])
+
+    # -- the reconcile --
+
+    def reconcile(self, name: str, source: FactSource, *, dry_run: bool = False) -> Attempt:
+        attempt = self._reconcile(name, source, dry_run=dry_run)
+        if self.metrics is not None:
+            self.metrics.reconciles.labels(attempt.result.outcome).inc()
+        return attempt
+
+    def _reconcile(self, name: str, source: FactSource, *, dry_run: bool) -> Attempt:
+        ps = self.settings.pod_security
+        if self.mode == "off":
+            return Attempt(NamespaceResult(name, "skipped", (), "Pod-security management is off."))
+        uid = ""
+        try:
+            managed, why = decide_managed(name, has_profile=source.has_profile(name), settings=ps)
+            if not managed:
+                return Attempt(
+                    NamespaceResult(name, "skipped", (), sentence(f"not managed: {why}"))
+                )
+            desired = build_desired(name, mode=self.mode, settings=ps)
+            facts = self._facts(name, source)
+            uid = facts.uid
+            for _ in range(3):
+                current = plan(desired, facts, settings=ps)
+                if current.needs_all_bindings:
+                    everything = tuple(binding_facts(b) for b in self.fetch_bindings(name))
+                    facts = replace(facts, bindings=everything, all_bindings=True)
+                    current = plan(desired, facts, settings=ps)
+                if dry_run or not current.actions:
+                    return Attempt(self._result(current, applied=False, dry_run=dry_run))
+                try:
+                    written = self._apply(current, uid=facts.uid)
+                except (KubeConflict, KubeNotFound) as exc:
+                    # Changed between our read and our write (AlreadyExists, a uid
+                    # precondition, a binding deleted under our patch): read live, plan again.
+                    log.info("namespace %s: %s; planning again", name, exc)
+                    facts = self._facts(name, LiveSource(self.api_client, self.discovery))
+                    continue
+                return Attempt(self._result(current, applied=True, dry_run=False), written=written)
+            raise KubeConflict(f"namespace {name} kept changing while we reconciled it")
+        except KubeError as exc:
+            message = self._failure_message(name, exc)
+            log.warning(
+                "namespace %s: reconcile failed: %s",
+                name,
+                message,
+                extra={"namespace": name, "outcome": "failed"},
+            )
+            if self.events is not None and not dry_run:
+                self.events.record(
+                    name, uid=uid, reason=RECONCILE_FAILED, message=message, warning=True
+                )
+            return Attempt(
+                NamespaceResult(name, "failed", (), message), retry_after=_retry_after(exc)
+            )
+
+    def _failure_message(self, name: str, exc: KubeError) -> str:
+        if isinstance(exc, BindingForbidden):
+            return str(exc)
+        hint = ""
+        if isinstance(exc, KubeForbidden):
+            hint = "; grant the service account the permission named above (see deploy/ RBAC)"
+        elif exc.status in (0, 429) or exc.status >= 500:
+            hint = "; it will be retried"
+        return sentence(f"could not reconcile namespace {name}: {exc}{hint}")
+
+    def _result(self, current: Plan, *, applied: bool, dry_run: bool) -> NamespaceResult:
+        ns = current.namespace
+        actions = current.describe()
+        if dry_run and actions and current.outcome in ("create", "repair"):
+            return NamespaceResult(
+                ns, f"would-{current.outcome}", actions, sentence(current.reason)
+            )
+        if current.outcome in ("create", "repair") and applied:
+            if self.mode == "psa":
+                outcome = "labels-applied"
+            else:
+                outcome = "created" if current.outcome == "create" else "repaired"
+            return NamespaceResult(ns, outcome, actions, sentence(current.reason))
+        if current.outcome in ("create", "repair"):
+            # Not applied and not a dry run cannot happen (plans with these outcomes have
+            # actions); report it rather than pretend.
+            return NamespaceResult(ns, "failed", actions, sentence(current.reason))
+        return NamespaceResult(ns, current.outcome, actions, sentence(current.reason))
+
+    # -- writes --
+
+    def _count(self, verb: str, resource: str) -> None:
+        if self.metrics is not None:
+            self.metrics.writes.labels(verb, resource).inc()
+
+    def _apply(self, current: Plan, *, uid: str) -> tuple[Written, ...]:
+        written: list[Written] = []
+        deleted = False
+        for action in current.actions:
+            written.extend(self._apply_one(action))
+            deleted = deleted or isinstance(action, DeleteBinding)
+        self._emit_events(current, uid=uid, repaired=deleted)
+        log.info(
+            "namespace %s: %s (%s)",
+            current.namespace,
+            current.outcome,
+            "; ".join(current.describe()),
+            extra={"namespace": current.namespace, "outcome": current.outcome},
+        )
+        return tuple(written)
+
+    def _apply_one(self, action: Action) -> list[Written]:
+        if isinstance(action, CreateBinding):
+            return [self._create_binding(action)]
+        if isinstance(action, DeleteBinding):
+            self._delete_binding(action)
+            return []
+        if isinstance(action, PatchBinding):
+            with kube_errors(f"patch rolebinding {action.namespace}/{action.name}"):
+                self._count("patch", "rolebindings")
+                obj = self._api.request(
+                    "PATCH",
+                    _rolebindings_path(action.namespace, action.name),
+                    body=build_binding_patch(action),
+                    content_type=MERGE_PATCH,
+                )
+            return [Written("rolebinding", action.name, resource_version_of(obj))]
+        if isinstance(action, PatchNamespaceLabels):
+            with kube_errors(f"patch namespace {action.namespace}"):
+                self._count("patch", "namespaces")
+                obj = self._api.request(
+                    "PATCH",
+                    path("api", "v1", "namespaces", action.namespace),
+                    body=build_namespace_patch(action),
+                    content_type=MERGE_PATCH,
+                )
+            return [Written("namespace", action.namespace, resource_version_of(obj))]
+        raise TypeError(f"unknown action {action!r}")
+
+    def _create_binding(self, action: CreateBinding) -> Written:
+        what = f"create rolebinding {action.namespace}/{action.binding.name}"
+        try:
+            with kube_errors(what):
+                self._count("create", "rolebindings")
+                obj = self._api.request(
+                    "POST",
+                    _rolebindings_path(action.namespace),
+                    body=build_role_binding(action.namespace, action.binding),
+                )
+        except KubeForbidden as exc:
+            raise BindingForbidden.explain(action, exc) from exc
+        return Written("rolebinding", action.binding.name, resource_version_of(obj))
+
+    def _delete_binding(self, action: DeleteBinding) -> None:
+        body: dict[str, Any] = {"preconditions": {"uid": action.uid}} if action.uid else {}
+        try:
+            with kube_errors(f"delete rolebinding {action.namespace}/{action.name}"):
+                self._count("delete", "rolebindings")
+                self._api.request(
+                    "DELETE", _rolebindings_path(action.namespace, action.name), body=body or None
+                )
+        except KubeNotFound:
+            pass  # already gone: the create that follows is what matters
+
+    def _emit_events(self, current: Plan, *, uid: str, repaired: bool) -> None:
+        if self.events is None:
+            return
+        ns = current.namespace
+        for action in current.actions:
+            if isinstance(action, CreateBinding):
+                b = action.binding
+                if repaired:
+                    reason = BINDING_REPAIRED
+                    text = f"Re-created RoleBinding {b.name}: {current.reason}"
+                else:
+                    reason = BINDING_CREATED
+                    text = (
+                        f"Created RoleBinding {b.name} granting clusterrole/{b.cluster_role} "
+                        f"to {b.group}, so the namespace's pods may use its PodSecurityPolicy"
+                    )
+                self.events.record(ns, uid=uid, reason=reason, message=sentence(text))
+            elif isinstance(action, PatchBinding):
+                if action.adopt:
+                    text = f"Adopted RoleBinding {action.name} (it already grants the role)"
+                else:
+                    text = f"Repaired RoleBinding {action.name}: {current.reason}"
+                self.events.record(ns, uid=uid, reason=BINDING_REPAIRED, message=sentence(text))
+            elif isinstance(action, PatchNamespaceLabels) and action.labels:
+                pairs = ", ".join(f"{k}={v}" for k, v in sorted(action.labels.items()))
+                self.events.record(
+                    ns, uid=uid, reason=LABELS_APPLIED, message=sentence(f"Set labels {pairs}")
+                )
+
+
+class BindingForbidden(KubeForbidden):
+    """A 403 creating the RoleBinding, with what to grant.
+
+    Usually RBAC's escalation check: creating a binding to a ClusterRole requires holding
+    every permission in it (here ``use`` on a PodSecurityPolicy) or the ``bind`` verb on that
+    ClusterRole. Our RBAC grants ``bind`` on exactly the configured role, not ``use`` on
+    every PSP as the earlier tool did.
+    """
+
+    @classmethod
+    def explain(cls, action: CreateBinding, exc: KubeForbidden) -> BindingForbidden:
+        where = f"rolebinding {action.namespace}/{action.binding.name}"
+        if "cannot create resource" in str(exc):
+            text = (
+                f"cannot create {where}: the service account needs `create` on "
+                f"rolebindings.rbac.authorization.k8s.io in namespace {action.namespace}"
+            )
+        else:
+            text = (
+                f"cannot create {where}: the service account needs `bind` on "
+                f"clusterrole/{action.binding.cluster_role} (RBAC refuses to grant a role "
+                "its creator neither holds nor may bind)"
+            )
+        return cls(sentence(text), status=exc.status, reason=exc.reason)
