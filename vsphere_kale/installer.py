@@ -299,6 +299,10 @@ class Installer:
                 live = self.api.get(key)  # created meanwhile: compare with that
         if live is not None and contains(live, want):
             return self.report(Change(key, "unchanged"))
+        return self._merge_patch(key, want)
+
+    def _merge_patch(self, key: render.ObjectKey, want: dict[str, Any]) -> Change:
+        """Bring a live object to ``want``: a merge patch sets our fields, leaves the rest."""
         self.api.request(
             "PATCH",
             object_path(key),
@@ -334,15 +338,7 @@ class Installer:
             return self.report(Change(key, "unchanged", "existed before install; left as is"))
         if contains(live, want):
             return self.report(Change(key, "unchanged"))
-        self.api.request(
-            "PATCH",
-            object_path(key),
-            action=f"patch {key.describe()}",
-            body=want,
-            query=self._query(),
-            content_type="application/merge-patch+json",
-        )
-        return self.report(Change(key, "configured"))
+        return self._merge_patch(key, want)
 
     # -- certificates --
 
