@@ -17,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from vsphere_kale.sandbox.seed import USERS
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.sandbox.types import AdmissionAttributes, AdmissionResult, JSONObject
 
@@ -302,3 +303,24 @@ def test_deleting_the_seeded_marshal_claim_completes(
     # Then it is gone: no pod uses it, so the protection finalizer is released as on a cluster
     listed = core.list_namespaced_persistent_volume_claim("alice").items
     assert [c.metadata.name for c in listed] == []
+
+
+def test_auth_whoami_and_can_i_list(
+    sandbox_factory: Callable[..., RunningSandbox], tmp_path: Path
+) -> None:
+    # Given the demo cluster with RBAC, and alice's kubeconfig (tokens travel only over TLS)
+    running = sandbox_factory(tls=True, authorization=True, seed="kubeflow-demo")
+    alice = running.write_kubeconfig(
+        tmp_path / "alice.yaml", token=USERS["alice"].token, user="alice"
+    )
+    # When alice asks who she is, and what she may do in her namespace and in bob's
+    whoami = kubectl(running, "auth", "whoami", "-o", "json", kubeconfig=alice)
+    own = kubectl(running, "auth", "can-i", "--list", "-n", "alice", kubeconfig=alice)
+    other = kubectl(running, "auth", "can-i", "--list", "-n", "bob", kubeconfig=alice)
+    # Then the answers come from the same users and RBAC the API server enforces
+    user = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert user["username"] == "alice@example.com"
+    assert "system:authenticated" in user["groups"]
+    assert "persistentvolumeclaims" in own.stdout
+    assert "persistentvolumeclaims" not in other.stdout
+    assert "selfsubjectaccessreviews.authorization.k8s.io" in other.stdout  # everyone's

@@ -21,7 +21,8 @@ What it emulates
   roles/rolebindings/clusterroles/clusterrolebindings, leases,
   mutatingwebhookconfigurations, deployments, poddisruptionbudgets, networkpolicies,
   kubeflow.org profiles (v1 and v1beta1, one storage), and the create-only reviews
-  tokenreviews, subjectaccessreviews, selfsubjectaccessreviews. Flavor ``psp`` adds
+  tokenreviews, subjectaccessreviews, selfsubjectaccessreviews, selfsubjectrulesreviews
+  (``kubectl auth can-i --list``), selfsubjectreviews (``kubectl auth whoami``). Flavor ``psp`` adds
   policy/v1beta1 podsecuritypolicies.
 - Verbs: get, list (labelSelector ``= == != in notin exists !key``; fieldSelector
   ``metadata.name``/``metadata.namespace`` plus kube's per-type fields for events,

@@ -113,6 +113,12 @@ SCHEMAS: Mapping[str, Schema] = {
         2: ("subjects", ("list", _SUBJECT)),
         3: ("roleRef", _ROLE_REF),
     },
+    # kubectl auth can-i --list / kubectl auth whoami
+    "SelfSubjectRulesReview": {
+        1: ("metadata", _OBJECT_META),
+        2: ("spec", {1: ("namespace", "string")}),
+    },
+    "SelfSubjectReview": {1: ("metadata", _OBJECT_META)},
     "SelfSubjectAccessReview": {
         1: ("metadata", _OBJECT_META),
         2: (

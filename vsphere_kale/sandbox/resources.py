@@ -262,6 +262,26 @@ def _all_types(flavor: str) -> list[ResourceType]:
             virtual=True,
             admitted=False,
         ),
+        _typ(
+            "authorization.k8s.io",
+            ["v1"],
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            "SelfSubjectRulesReview",
+            namespaced=False,
+            virtual=True,
+            admitted=False,
+        ),
+        _typ(
+            "authentication.k8s.io",
+            ["v1"],
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            "SelfSubjectReview",
+            namespaced=False,
+            virtual=True,
+            admitted=False,
+        ),
     ]
     if flavor == "psp":
         types.append(

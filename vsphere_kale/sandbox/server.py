@@ -196,6 +196,22 @@ def review_access_allowed(body: JSONObject, user: UserInfo) -> JSONObject:
     return {"allowed": True, "reason": "sandbox authorization is off"}
 
 
+def review_rules_everything(body: JSONObject, user: UserInfo) -> JSONObject:
+    # Authorization off: every user may do everything (kube's AlwaysAllow answers the same).
+    return {
+        "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+        "incomplete": False,
+    }
+
+
+def review_self_as_is(body: JSONObject, user: UserInfo) -> JSONObject:
+    info: JSONObject = {"username": user.username, "groups": list(user.groups)}
+    if user.uid:
+        info["uid"] = user.uid
+    return {"userInfo": info}
+
+
 def issue_random_token(namespace: str, name: str, body: JSONObject) -> JSONObject:
     seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
     expires = datetime.now(timezone.utc) + timedelta(seconds=seconds)
@@ -240,6 +256,8 @@ class Sandbox:
         self.admit: Admitter = admit_unchanged
         self.review_token: TokenReviewer = review_token_as_admin
         self.review_access: AccessReviewer = review_access_allowed
+        self.review_rules: AccessReviewer = review_rules_everything
+        self.review_self: AccessReviewer = review_self_as_is
         self.issue_token: TokenIssuer = issue_random_token
         self.controllers: list[Controller] = []
         self.server_address = "127.0.0.1:0"
@@ -1369,6 +1387,12 @@ class ApiHandler(tornado.web.RequestHandler):
                     ],
                 )
             result = await _resolve(sb.review_access(clone(body), user))
+        elif info.rt.plural == "selfsubjectrulesreviews":
+            if not (body.get("spec") or {}).get("namespace"):
+                raise invalid(info.rt, "", [("spec.namespace", "Required value")])
+            result = await _resolve(sb.review_rules(clone(body), user))
+        elif info.rt.plural == "selfsubjectreviews":
+            result = await _resolve(sb.review_self(clone(body), user))
         else:  # pragma: no cover - the registry has no other virtual types
             raise server_not_found()
         out = _complete(body, result)
@@ -1412,7 +1436,8 @@ def _complete(request: JSONObject, result: JSONObject) -> JSONObject:
     """A hook may return the whole review (with ``status``) or just its status."""
     if "status" in result and isinstance(result["status"], dict):
         out = clone(result)
-        out.setdefault("spec", clone(request.get("spec") or {}))
+        if "spec" in request:  # (SelfSubjectReview has none)
+            out.setdefault("spec", clone(request["spec"]))
     else:
         out = clone(request)
         out["status"] = clone(result)
@@ -1471,6 +1496,8 @@ def build_sandbox(
     sb.authorize = authorizer.authorize
     sb.review_access = authorizer.review_access
     sb.check_escalation = authorizer.check_escalation
+    sb.review_rules = authorizer.review_rules
+    sb.review_self = authn.review_self
     sb.add_controller(StorageProtection(sb.store))
     sb.admit = webhooks.build_admitter(sb.store, service_map=service_map or {}).admit
     if service_map:
