@@ -14,36 +14,21 @@ from dataclasses import replace
 import pytest
 from kubernetes import client
 
-try:
-    from reconcile_helpers import (
-        PSP_ROLE,
-        Reconcilers,
-        bindings_to_role,
-        create_profile,
-        ensure_namespace,
-        events,
-        ns_labels,
-        read_binding,
-        reconcilers,
-        token_without_bind,
-        wait_events,
-        wait_for,
-    )
-except ImportError:  # tests/integration became a package
-    from .reconcile_helpers import (
-        PSP_ROLE,
-        Reconcilers,
-        bindings_to_role,
-        create_profile,
-        ensure_namespace,
-        events,
-        ns_labels,
-        read_binding,
-        reconcilers,
-        token_without_bind,
-        wait_events,
-        wait_for,
-    )
+# tests/integration is not a package: pytest puts this folder on sys.path.
+from reconcile_helpers import (
+    PSP_ROLE,
+    Reconcilers,
+    bindings_to_role,
+    create_profile,
+    ensure_namespace,
+    events,
+    ns_labels,
+    read_binding,
+    reconcilers,
+    token_without_bind,
+    wait_events,
+    wait_for,
+)
 
 from vsphere_kale.policy.podsecurity import MANAGED_BY_LABEL, MANAGED_LABELS_ANNOTATION
 from vsphere_kale.sandbox.testing import RunningSandbox

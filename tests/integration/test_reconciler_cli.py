@@ -9,24 +9,15 @@ from typing import Any
 from click.testing import CliRunner, Result
 from kubernetes import client
 
-try:
-    from reconcile_helpers import (
-        ENFORCE,
-        create_profile,
-        ensure_namespace,
-        ns_labels,
-        read_binding,
-        token_without_bind,
-    )
-except ImportError:  # tests/integration became a package
-    from .reconcile_helpers import (
-        ENFORCE,
-        create_profile,
-        ensure_namespace,
-        ns_labels,
-        read_binding,
-        token_without_bind,
-    )
+# tests/integration is not a package: pytest puts this folder on sys.path.
+from reconcile_helpers import (
+    ENFORCE,
+    create_profile,
+    ensure_namespace,
+    ns_labels,
+    read_binding,
+    token_without_bind,
+)
 
 from vsphere_kale.cli import main
 from vsphere_kale.sandbox.testing import RunningSandbox

@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-try:
-    from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
-except ImportError:  # tests/integration became a package
-    from .reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
+# tests/integration is not a package: pytest puts this folder on sys.path.
+from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
 
 from vsphere_kale import certs
 from vsphere_kale.sandbox.testing import RunningSandbox
