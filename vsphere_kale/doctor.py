@@ -656,30 +656,22 @@ def fetch_facts(api_client: Any, *, namespace: str, fallback: Settings) -> Docto
         lambda: items("/apis/storage.k8s.io/v1/storageclasses", what="storageclasses"),
         what="storageclasses",
     )
-    facts.webhook = _get_or_none(
-        lambda: api.request(
-            "GET",
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/"
-            + render.WEBHOOK_CONFIGURATION,
-            action="get mutatingwebhookconfiguration",
-        ),
-        what=f"mutatingwebhookconfiguration {render.WEBHOOK_CONFIGURATION}",
+
+    def get_one(path: str, what: str) -> dict[str, Any] | health.Unreadable | None:
+        return _get_or_none(lambda: api.request("GET", path, action=f"get {what}"), what=what)
+
+    facts.webhook = get_one(
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/"
+        + render.WEBHOOK_CONFIGURATION,
+        f"mutatingwebhookconfiguration {render.WEBHOOK_CONFIGURATION}",
     )
-    facts.endpoints = _get_or_none(
-        lambda: api.request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/endpoints/{render.NAME}",
-            action="get endpoints",
-        ),
-        what=f"endpoints {namespace}/{render.NAME}",
+    facts.endpoints = get_one(
+        f"/api/v1/namespaces/{namespace}/endpoints/{render.NAME}",
+        f"endpoints {namespace}/{render.NAME}",
     )
-    facts.secret = _get_or_none(
-        lambda: api.request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/secrets/{render.TLS_SECRET}",
-            action="get secret",
-        ),
-        what=f"secret {namespace}/{render.TLS_SECRET}",
+    facts.secret = get_one(
+        f"/api/v1/namespaces/{namespace}/secrets/{render.TLS_SECRET}",
+        f"secret {namespace}/{render.TLS_SECRET}",
     )
     try:
         facts.psp_served = fetch_psp_served(api_client)
