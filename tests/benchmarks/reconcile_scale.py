@@ -121,7 +121,7 @@ def api_client(kubeconfig: str, *, pool: int = 16) -> Any:
 
 def burst(kubeconfig: str, n: int) -> float:
     """Create N Profiles from 8 threads; returns the seconds it took to send them."""
-    from vsphere_kale.jsonapi import JsonApi
+    from vsphere_kale.kube.jsonapi import JsonApi
     from vsphere_kale.sandbox.kubeflow import build_profile
 
     api = api_client(kubeconfig)
@@ -164,7 +164,7 @@ def lists(counts: Counter[str]) -> int:
 
 
 def correct_count(kubeconfig: str, flavor: str) -> int:
-    from vsphere_kale.jsonapi import JsonApi
+    from vsphere_kale.kube.jsonapi import JsonApi
 
     api = api_client(kubeconfig)
     json_api = JsonApi(api)
@@ -193,8 +193,8 @@ def correct_count(kubeconfig: str, flavor: str) -> int:
 
 
 def measure_reconciler(n: int, flavor: str, workers: int) -> dict[str, Any]:
-    from vsphere_kale.jsonapi import JsonApi
-    from vsphere_kale.reconciler import Reconciler
+    from vsphere_kale.kube.jsonapi import JsonApi
+    from vsphere_kale.reconcile.reconciler import Reconciler
     from vsphere_kale.settings import Settings
 
     sandbox = SandboxProcess(flavor)
@@ -257,7 +257,7 @@ def measure_reconciler(n: int, flavor: str, workers: int) -> dict[str, Any]:
 
 
 def measure_baselines(n: int, flavor: str) -> dict[str, Any]:
-    from vsphere_kale.reconciler import reconcile_once
+    from vsphere_kale.reconcile.reconciler import reconcile_once
     from vsphere_kale.settings import Settings
 
     sandbox = SandboxProcess(flavor)
@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--skip-baselines", action="store_true")
     args = parser.parse_args()
 
-    import vsphere_kale.reconciler  # noqa: F401 - import cost belongs to the reference RSS
+    import vsphere_kale.reconcile.reconciler  # noqa: F401 - import cost belongs to the reference RSS
 
     rss_imports = rss_mb()
     n = args.n

@@ -41,14 +41,14 @@ import urllib3
 import yaml
 from kubernetes import client, config
 
-from vsphere_kale.adminapi import build_admin_routes
-from vsphere_kale.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.health.adminapi import build_admin_routes
+from vsphere_kale.health.status import collect_status
+from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
 from vsphere_kale.sandbox.testing import RunningSandbox, start_sandbox
 from vsphere_kale.sandbox.types import ResourceRef
-from vsphere_kale.server import WebhookServer
 from vsphere_kale.settings import Settings, StorageSettings
-from vsphere_kale.status import collect_status
+from vsphere_kale.webhook.server import WebhookServer
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(storage=StorageSettings(rwx_storage_class="nfs-client"))

@@ -20,7 +20,7 @@ Every request is the same Kale marshal-volume PVC CREATE review, which the webho
    throughput on a busy node and is far less sensitive to other load than wall-clock numbers.
 2. **Latency at a fixed rate**: 200 reviews/s for 10 s per server (4 interleaved chunks) over
    one keep-alive connection, timing each request from send to complete response.
-3. **Pure policy**: microseconds per :func:`vsphere_kale.admission.review` call.
+3. **Pure policy**: microseconds per :func:`vsphere_kale.webhook.admission.review` call.
 
 Goals (README): webhook throughput >= 0.9 x baseline; p99 <= 2 ms at 200 reviews/s.
 """
@@ -51,10 +51,11 @@ from typing import Any
 import orjson
 import yaml
 
-from vsphere_kale import admission, certs
-from vsphere_kale.metrics import WebhookMetrics
-from vsphere_kale.server import TextFormatter, reduce_logging_overhead
+from vsphere_kale.install import certs
 from vsphere_kale.settings import load_settings
+from vsphere_kale.webhook import admission
+from vsphere_kale.webhook.metrics import WebhookMetrics
+from vsphere_kale.webhook.server import TextFormatter, reduce_logging_overhead
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/mutate/persistentvolumeclaims"

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from vsphere_kale.reconciler import Reconciler
+from vsphere_kale.reconcile.reconciler import Reconciler
 from vsphere_kale.sandbox.kubeflow import build_profile
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import Settings

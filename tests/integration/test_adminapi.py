@@ -26,13 +26,13 @@ import urllib3
 import yaml
 from kubernetes import client
 
-from vsphere_kale.adminapi import ReconcilerLike, ResultLike, build_admin_routes
-from vsphere_kale.certs import build_cert_bundle, write_cert_files
-from vsphere_kale.reconciler import reconcile_once
+from vsphere_kale.health.adminapi import ReconcilerLike, ResultLike, build_admin_routes
+from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.reconcile.reconciler import reconcile_once
 from vsphere_kale.sandbox import seed
 from vsphere_kale.sandbox.testing import RunningSandbox
-from vsphere_kale.server import WebhookServer
 from vsphere_kale.settings import Settings, StorageSettings
+from vsphere_kale.webhook.server import WebhookServer
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(storage=StorageSettings(rwx_storage_class="nfs-client"))
@@ -91,7 +91,8 @@ def service_client(running: RunningSandbox) -> client.ApiClient:
 @dataclass
 class OneShotReconciler:
     """Implements :class:`ReconcilerLike` with the reconciler's real one-shot path
-    (:func:`vsphere_kale.reconciler.reconcile_once`, what a follower replica runs), recording
+    (:func:`vsphere_kale.reconcile.reconciler.reconcile_once`, what a follower replica runs),
+    recording
     which namespaces it was asked for."""
 
     api_client: client.ApiClient
@@ -257,7 +258,7 @@ def test_tokens_never_reach_the_logs(cluster: Cluster, caplog: pytest.LogCapture
     )
     cluster.server.call("GET", "/api/v1/namespaces/alice/status", token=cluster.token("bob"))
 
-    assert any(r.name.startswith("vsphere_kale.adminapi") for r in caplog.records)
+    assert any(r.name.startswith("vsphere_kale.health.adminapi") for r in caplog.records)
     text = caplog.text
     for token in (secret, cluster.token("alice"), cluster.token("bob")):
         assert token not in text

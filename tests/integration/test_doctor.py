@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vsphere_kale import doctor, render
+from vsphere_kale.install import doctor, render
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 
 Key = tuple[str, str, str, str | None, str | None]

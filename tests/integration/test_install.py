@@ -32,7 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale.cli import main
-from vsphere_kale.installer import RESOURCES, list_managed
+from vsphere_kale.install.installer import RESOURCES, list_managed
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -422,7 +422,7 @@ def test_a_changed_flag_configures_only_what_it_touches(sandbox: RunningSandbox)
 def test_certificates_expiring_within_30_days_are_renewed_by_a_rerun(
     sandbox: RunningSandbox,
 ) -> None:
-    from vsphere_kale import certs
+    from vsphere_kale.install import certs
 
     assert install(sandbox, "--rwx-storage-class", "nfs-client").returncode == 0
     core = client.CoreV1Api(sandbox.api_client())

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vsphere_kale import render
-from vsphere_kale.installer import contains, decide_endpoints, decide_rollout
+from vsphere_kale.install import render
+from vsphere_kale.install.installer import contains, decide_endpoints, decide_rollout
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_the_wheel_ships_the_manifests_and_finds_them(tmp_path: Path) -> None:
     # The installed copy finds its own manifests, not this checkout's, and renders them.
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import vsphere_kale.render as r; d = r.find_deploy_dir(); print(d); "
+         "import vsphere_kale.install.render as r; d = r.find_deploy_dir(); print(d); "
          "print(len(r.fetch_rendered(['psp'], deploy_dir=d)))"],
         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=120, check=False,

@@ -19,7 +19,6 @@ import pytest
 from kubernetes import client
 from tornado.httpclient import HTTPResponse
 
-from vsphere_kale.commands.sandbox_run import LocalSystem
 from vsphere_kale.errors import (
     ConfigError,
     KubeError,
@@ -28,9 +27,10 @@ from vsphere_kale.errors import (
     KubeUnavailable,
     VsphereKaleError,
 )
+from vsphere_kale.jupyter.admin_client import AdminApiError, AdminApiUnavailable
 from vsphere_kale.jupyter.app import VsphereKaleApp
-from vsphere_kale.jupyter.client import AdminApiError, AdminApiUnavailable
 from vsphere_kale.jupyter.handlers import http_error
+from vsphere_kale.playground.system import LocalSystem
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from vsphere_kale.commands.sandbox_run import LocalSystem
-from vsphere_kale.widget import HealthPanel
-from vsphere_kale.widget_client import JupyterHealthClient, ServerRef
+from vsphere_kale.jupyter.widget import HealthPanel
+from vsphere_kale.jupyter.widget_client import JupyterHealthClient, ServerRef
+from vsphere_kale.playground.system import LocalSystem
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -27,7 +27,7 @@ from kubernetes_validate import utils as kv_utils
 from packaging.version import Version
 
 import vsphere_kale
-from vsphere_kale import certs
+from vsphere_kale.install import certs
 from vsphere_kale.sandbox.selectors import selector_from_label_selector_object
 from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
 

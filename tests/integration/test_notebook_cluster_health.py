@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from vsphere_kale.commands.sandbox_run import LocalSystem
+from vsphere_kale.playground.system import LocalSystem
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -51,7 +51,7 @@ def test_notebook_explains_both_problems() -> None:
     ):
         assert needle in text
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert code == ["from vsphere_kale.widget import HealthPanel\n\nHealthPanel()"]
+    assert code == ["from vsphere_kale.jupyter.widget import HealthPanel\n\nHealthPanel()"]
 
 
 async def test_notebook_runs_and_renders_the_panel(

@@ -26,12 +26,12 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client
 
-from vsphere_kale import certs, rotation
 from vsphere_kale.cli import main
-from vsphere_kale.rotation import CertificateRotator
+from vsphere_kale.install import certs, rotation
+from vsphere_kale.install.rotation import CertificateRotator
 from vsphere_kale.sandbox.testing import RunningSandbox
-from vsphere_kale.server import WebhookServer
 from vsphere_kale.settings import Settings, StorageSettings
+from vsphere_kale.webhook.server import WebhookServer
 
 NS = "vsphere-kale"
 DNS = certs.service_dns_names("vsphere-kale", NS)

@@ -1,7 +1,7 @@
 """Mutating admission webhooks in the sandbox API server, over real TLS.
 
 A tiny tornado HTTPS webhook runs in the test (certificate from our own CA, made with
-``cryptography`` through :mod:`vsphere_kale.certs`); the sandbox calls it the way
+``cryptography`` through :mod:`vsphere_kale.install.certs`); the sandbox calls it the way
 kube-apiserver would, through a ``service:`` reference resolved by the service map, or a
 ``url:``. Writes go through the real kubernetes client (and kubectl for ``Warning:``).
 """
@@ -27,7 +27,7 @@ import tornado.web
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from vsphere_kale import certs
+from vsphere_kale.install import certs
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.sandbox.types import AdmissionAttributes, ResourceRef, UserInfo
 from vsphere_kale.sandbox.webhooks import EndpointsForMappedServices, denial, rule_matches

@@ -24,7 +24,7 @@ from kubernetes import client
 # tests/integration is not a package: pytest puts this folder on sys.path.
 from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
 
-from vsphere_kale import certs
+from vsphere_kale.install import certs
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 PROFILE_YAML = """\
@@ -258,7 +258,7 @@ def test_two_replicas_only_the_leader_writes_and_fails_over(
 
 def test_not_ready_until_the_informers_synced(sandbox: RunningSandbox) -> None:
     from vsphere_kale.commands.serve import _synced_check
-    from vsphere_kale.reconciler import Reconciler
+    from vsphere_kale.reconcile.reconciler import Reconciler
     from vsphere_kale.settings import Settings
 
     reconciler = Reconciler(sandbox.api_client(), Settings(), identity="r")

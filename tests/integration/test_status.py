@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from vsphere_kale.certs import build_ca
 from vsphere_kale.errors import KubeNotFound, KubeUnavailable
+from vsphere_kale.health.status import collect_status
+from vsphere_kale.install.certs import build_ca
 from vsphere_kale.policy import podsecurity
 from vsphere_kale.sandbox import seed
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.sandbox.types import ResourceRef
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
-from vsphere_kale.status import collect_status
 
 SETTINGS = Settings(storage=StorageSettings(rwx_storage_class="nfs-client"))
 BLOCK = "vsan-default-storage-policy"

@@ -32,10 +32,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from vsphere_kale import certs
 from vsphere_kale.cli import main
-from vsphere_kale.server import MAX_BODY_BYTES, WebhookServer
+from vsphere_kale.install import certs
 from vsphere_kale.settings import Settings, load_settings
+from vsphere_kale.webhook.server import MAX_BODY_BYTES, WebhookServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples"
@@ -450,7 +450,7 @@ def test_internal_error_fails_open_and_logs(
     broken = replace(SETTINGS, storage=None)  # type: ignore[arg-type]
     with running(new_server(cert_dir, settings=broken)) as (server, _):
         # When a valid review arrives
-        with caplog.at_level(logging.ERROR, logger="vsphere_kale.server"):
+        with caplog.at_level(logging.ERROR, logger="vsphere_kale.webhook.server"):
             response = request(
                 server.port, ca, "POST", "/pvc/mutate", encode(review_body(uid="u-oops"))
             )
@@ -637,7 +637,7 @@ def test_broken_or_mismatched_files_keep_the_old_certificate(
     server = new_server(live, reload_interval=0.1)
     with (
         running(server) as (server, thread),
-        caplog.at_level(logging.ERROR, logger="vsphere_kale.server"),
+        caplog.at_level(logging.ERROR, logger="vsphere_kale.webhook.server"),
     ):
         port = server.port
         failures = 0.0

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vsphere_kale.admission import build_fail_open, review
 from vsphere_kale.errors import AdmissionError
 from vsphere_kale.settings import settings_from_mapping
+from vsphere_kale.webhook.admission import build_fail_open, review
 
 SETTINGS = settings_from_mapping({"storage": {"rwxStorageClass": "nfs-client"}})
 

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from vsphere_kale import certs
 from vsphere_kale.errors import CertificateError
+from vsphere_kale.install import certs
 
 E = TypeVar("E", bound=x509.ExtensionType)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vsphere_kale import certs, doctor
+from vsphere_kale.install import certs, doctor
 from vsphere_kale.policy.health import Unreadable
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 

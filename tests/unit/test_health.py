@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vsphere_kale.certs import build_ca
+from vsphere_kale.install.certs import build_ca
 from vsphere_kale.policy import health
 from vsphere_kale.policy.health import (
     PodSecurityFacts,

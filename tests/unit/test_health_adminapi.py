@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vsphere_kale.adminapi import (
+from vsphere_kale.health.adminapi import (
     Caller,
     TokenCache,
     reconcile_permission,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from vsphere_kale.health.status import build_pod_security_facts
 from vsphere_kale.policy.health import Unreadable
 from vsphere_kale.settings import PodSecuritySettings, Settings
-from vsphere_kale.status import build_pod_security_facts
 
 SETTINGS = Settings()
 PROFILE_NS = {

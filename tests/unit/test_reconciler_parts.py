@@ -10,10 +10,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError
 
-from vsphere_kale.applier import NamespaceResult, _retry_after
 from vsphere_kale.errors import KubeUnavailable
-from vsphere_kale.leader import _Config, default_identity
-from vsphere_kale.reconciler import RawList, _at_least, _trim, _WatchDropFilter
+from vsphere_kale.reconcile.applier import NamespaceResult, _retry_after
+from vsphere_kale.reconcile.leader import _Config, default_identity
+from vsphere_kale.reconcile.reconciler import RawList, _at_least, _trim, _WatchDropFilter
 
 
 def test_result_json_shape() -> None:

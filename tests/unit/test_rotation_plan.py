@@ -9,8 +9,8 @@ from collections.abc import Mapping
 import pytest
 from cryptography import x509
 
-from vsphere_kale import certs, rotation
-from vsphere_kale.rotation import plan_install_certs, plan_rotation
+from vsphere_kale.install import certs, rotation
+from vsphere_kale.install.rotation import plan_install_certs, plan_rotation
 
 NOW = dt.datetime.now(dt.timezone.utc)
 DNS = certs.service_dns_names("vsphere-kale", "vsphere-kale")

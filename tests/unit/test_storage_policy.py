@@ -10,7 +10,6 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from vsphere_kale.admission import review
 from vsphere_kale.policy.storage import (
     LEGACY_CLASS_ANNOTATION,
     ORIGINAL_CLASS_ANNOTATION,
@@ -18,6 +17,7 @@ from vsphere_kale.policy.storage import (
     decide_storage_class,
 )
 from vsphere_kale.settings import settings_from_mapping
+from vsphere_kale.webhook.admission import review
 
 SETTINGS = settings_from_mapping(
     {"storage": {"rwxStorageClass": "nfs-client", "rwxCapableClasses": ["vsan-file"]}}

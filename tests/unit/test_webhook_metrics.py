@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vsphere_kale.metrics import MAX_CLASS_LABELS, WebhookMetrics
+from vsphere_kale.webhook.metrics import MAX_CLASS_LABELS, WebhookMetrics
 
 
 def samples(metrics: WebhookMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vsphere_kale.widget import (
+from vsphere_kale.jupyter.widget import (
     HealthPanel,
     render_badge,
     render_pod_security,
@@ -16,7 +16,7 @@ from vsphere_kale.widget import (
     render_reconcile_result,
     render_webhook,
 )
-from vsphere_kale.widget_client import ServerRef, WidgetClientError, decide_server
+from vsphere_kale.jupyter.widget_client import ServerRef, WidgetClientError, decide_server
 
 STATUS: dict[str, Any] = {
     "apiVersion": "vsphere-kale.io/v1alpha1",

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vsphere_kale.workqueue import WorkQueue
+from vsphere_kale.reconcile.workqueue import WorkQueue
 
 
 class FakeClock:

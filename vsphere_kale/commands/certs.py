@@ -10,7 +10,7 @@ import re
 
 import click
 
-from vsphere_kale import certs
+from vsphere_kale.install import certs
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 

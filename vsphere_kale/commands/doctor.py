@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from vsphere_kale.doctor import Check, decide_exit_code, fetch_facts, run_checks
+from vsphere_kale.install.doctor import Check, decide_exit_code, fetch_facts, run_checks
 from vsphere_kale.kube import build_api_client
 from vsphere_kale.settings import load_settings
 

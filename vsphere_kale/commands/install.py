@@ -6,9 +6,9 @@ import logging
 
 import click
 
-from vsphere_kale import render
 from vsphere_kale.errors import ConfigError
-from vsphere_kale.installer import (
+from vsphere_kale.install import render
+from vsphere_kale.install.installer import (
     InstallOptions,
     RawApi,
     fetch_installed_settings,

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vsphere_kale.applier import NamespaceResult
 from vsphere_kale.kube import build_api_client
-from vsphere_kale.reconciler import reconcile_once
+from vsphere_kale.reconcile.applier import NamespaceResult
+from vsphere_kale.reconcile.reconciler import reconcile_once
 from vsphere_kale.settings import load_settings
 
 _STYLE = {

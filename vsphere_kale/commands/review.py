@@ -1,7 +1,7 @@
 """``vsphere-kale review``: the webhook's policy, offline, like ``kyverno apply``.
 
 Every object goes through the same pure path as a live AdmissionReview
-(:func:`vsphere_kale.admission.review`), so what ``review`` prints is what the API server
+(:func:`vsphere_kale.webhook.admission.review`), so what ``review`` prints is what the API server
 would store.
 """
 
@@ -18,8 +18,8 @@ import click
 import jsonpatch
 import yaml
 
-from vsphere_kale import admission
 from vsphere_kale.settings import Settings, load_settings
+from vsphere_kale.webhook import admission
 
 EXIT_BAD_INPUT = 2
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from vsphere_kale.commands.sandbox_run import run_from_options, run_options
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.playground.system import run_from_options, run_options
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.resources import FLAVORS
 from vsphere_kale.sandbox.server import SEEDS, build_sandbox

@@ -2,12 +2,12 @@
 
 One process, two halves that share the API client and the ``/metrics`` registry:
 
-- the HTTPS server of :mod:`vsphere_kale.server` (PVC webhook, ``/healthz``, ``/readyz``,
-  ``/metrics``) plus the admin API of :mod:`vsphere_kale.adminapi`, on tornado's event loop
+- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, ``/healthz``, ``/readyz``,
+  ``/metrics``) plus the admin API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop
   in the main thread;
-- the leader-elected pod-security :class:`~vsphere_kale.reconciler.Reconciler`, on its own
+- the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
-  leader, the serving certificate's :class:`~vsphere_kale.rotation.CertificateRotator`
+  leader, the serving certificate's :class:`~vsphere_kale.install.rotation.CertificateRotator`
   (unless ``--no-cert-rotation``, e.g. with cert-manager).
 
 ``/readyz`` answers 200 once the certificate is loaded (the server refuses to start without
@@ -30,14 +30,14 @@ from typing import Any
 
 import click
 
-from vsphere_kale import certs
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.install import certs
+from vsphere_kale.install.rotation import CertificateRotator
 from vsphere_kale.kube import build_api_client
-from vsphere_kale.leader import default_identity
-from vsphere_kale.reconciler import Reconciler
-from vsphere_kale.rotation import CertificateRotator
-from vsphere_kale.server import WebhookServer, configure_logging
+from vsphere_kale.reconcile.leader import default_identity
+from vsphere_kale.reconcile.reconciler import Reconciler
 from vsphere_kale.settings import Settings, load_settings
+from vsphere_kale.webhook.server import WebhookServer, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ RECONCILER_STOP_SECONDS = 10.0
 
 
 def _admin_routes(api_client: Any, settings: Settings, reconciler: Reconciler) -> list[Any]:
-    from vsphere_kale.adminapi import build_admin_routes
+    from vsphere_kale.health.adminapi import build_admin_routes
 
     return list(build_admin_routes(api_client=api_client, settings=settings, reconciler=reconciler))
 
@@ -201,7 +201,7 @@ def serve_command(
         rotator = None
         if not no_cert_rotation and scratch is None:
             # The leader keeps the serving certificate and the webhook's caBundle current
-            # (vsphere_kale.rotation); every replica reloads the mounted files.
+            # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
                 api_client, namespace=settings.namespace, is_leader=reconciler.is_leader
             )

@@ -13,8 +13,8 @@ import signal
 import click
 
 from vsphere_kale.errors import ConfigError
-from vsphere_kale.server import WebhookServer, configure_logging
 from vsphere_kale.settings import load_settings
+from vsphere_kale.webhook.server import WebhookServer, configure_logging
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, TraitError, Unicode, default, validate
 
-from vsphere_kale.jupyter.client import SERVICE_ACCOUNT_DIR, AdminApiClient
+from vsphere_kale.jupyter.admin_client import SERVICE_ACCOUNT_DIR, AdminApiClient
 from vsphere_kale.jupyter.handlers import SERVICE_KEY, setup_handlers
 from vsphere_kale.jupyter.service import HealthService, LocalStatus
 from vsphere_kale.settings import CONFIG_ENV, load_settings

@@ -29,7 +29,7 @@ from vsphere_kale.errors import (
     KubeUnavailable,
     VsphereKaleError,
 )
-from vsphere_kale.jupyter.client import AdminApiError, AdminApiUnavailable
+from vsphere_kale.jupyter.admin_client import AdminApiError, AdminApiUnavailable
 from vsphere_kale.jupyter.service import HealthService
 
 SERVICE_KEY = "vsphere_kale_health"

@@ -16,10 +16,10 @@ from typing import Any
 from kubernetes import client
 
 from vsphere_kale.errors import ConfigError, KubeError, KubeForbidden
-from vsphere_kale.jupyter.client import AdminApiClient, AdminApiUnavailable
+from vsphere_kale.health.status import collect_status, resolve_mode
+from vsphere_kale.jupyter.admin_client import AdminApiClient, AdminApiUnavailable
 from vsphere_kale.kube import build_api_client
 from vsphere_kale.settings import Settings
-from vsphere_kale.status import collect_status, resolve_mode
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Health verdicts for one namespace: PVCs, pod security, the webhook -> the status model.
 
-Pure: the objects :mod:`vsphere_kale.status` read from the API (decoded JSON), the settings and
+Pure: the objects :mod:`vsphere_kale.health.status` read from the API (decoded JSON), the
+settings and
 "now" in; frozen dataclasses out, whose ``to_json()`` is the ``NamespaceStatus`` document the
 admin API serves and the Jupyter widget renders (schema in ``/tmp/team/CONTRACTS.md`` and the
 README).
@@ -29,8 +30,8 @@ from typing import Any, Literal, TypedDict
 
 from cryptography import x509
 
-from vsphere_kale.certs import load_ca_bundle
 from vsphere_kale.errors import CertificateError
+from vsphere_kale.install.certs import load_ca_bundle
 from vsphere_kale.policy.storage import OPT_OUT_ANNOTATION, effective_class
 from vsphere_kale.settings import StorageSettings
 
@@ -199,7 +200,7 @@ class PvcHealth:
 
 @dataclass(frozen=True)
 class PodSecurityFacts:
-    """What :mod:`vsphere_kale.status` learned from ``policy.podsecurity`` for one namespace.
+    """What :mod:`vsphere_kale.health.status` learned from ``policy.podsecurity`` for one namespace.
 
     Kept as plain values so this module does not depend on the planner's types: ``outcome``
     is ``Plan.outcome`` (``create`` | ``repair`` | ``ok`` | ``skipped`` | ``conflict``) and

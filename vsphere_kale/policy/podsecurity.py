@@ -1,8 +1,8 @@
 """Pod security for Kubeflow profile namespaces: what a namespace needs, and the plan to get there.
 
-PURE: no I/O, no clients. :mod:`vsphere_kale.reconciler` gathers :class:`NamespaceFacts`
+PURE: no I/O, no clients. :mod:`vsphere_kale.reconcile.reconciler` gathers :class:`NamespaceFacts`
 (from informer caches or one-shot reads), calls :func:`plan`, and one ``apply`` performs
-the plan's actions. :mod:`vsphere_kale.status` uses the same functions to report state.
+the plan's actions. :mod:`vsphere_kale.health.status` uses the same functions to report state.
 
 API
 ---

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from vsphere_kale.certs import build_ca, build_serving_cert
+from vsphere_kale.install.certs import build_ca, build_serving_cert
 from vsphere_kale.sandbox.types import JSONObject
 
 CLUSTER = "sandbox"

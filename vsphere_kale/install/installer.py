@@ -33,10 +33,10 @@ from typing import Any, Literal
 import yaml
 from kubernetes import client
 
-from vsphere_kale import certs, render, rotation
 from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
-from vsphere_kale.jsonapi import JsonApi
+from vsphere_kale.install import certs, render, rotation
 from vsphere_kale.kube import kube_errors
+from vsphere_kale.kube.jsonapi import JsonApi
 from vsphere_kale.settings import Settings, settings_from_mapping
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def contains(live: Any, want: Any) -> bool:
 
 
 class RawApi:
-    """Translated JSON requests (:class:`vsphere_kale.jsonapi.JsonApi`, i.e. the real ApiClient
+    """Translated JSON requests (:class:`vsphere_kale.kube.jsonapi.JsonApi`, i.e. the real ApiClient
     with the kubeconfig's auth and TLS); errors become our tree, naming ``action``."""
 
     def __init__(self, api_client: client.ApiClient) -> None:

@@ -35,7 +35,6 @@ from typing import Any, Literal, TypeVar
 
 from kubernetes import client
 
-from vsphere_kale.applier import fetch_json
 from vsphere_kale.errors import KubeForbidden, KubeNotFound
 from vsphere_kale.kube import kube_errors
 from vsphere_kale.policy import podsecurity
@@ -49,6 +48,7 @@ from vsphere_kale.policy.health import (
     Unreadable,
     build_namespace_status,
 )
+from vsphere_kale.reconcile.applier import fetch_json
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)

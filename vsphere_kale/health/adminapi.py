@@ -40,9 +40,9 @@ import tornado.web
 from kubernetes import client
 
 from vsphere_kale.errors import KubeError, KubeNotFound, KubeUnavailable, VsphereKaleError
+from vsphere_kale.health.status import collect_status
 from vsphere_kale.kube import kube_errors
 from vsphere_kale.settings import Settings
-from vsphere_kale.status import collect_status
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ResultLike(Protocol):
 
 
 class ReconcilerLike(Protocol):
-    """The part of :class:`vsphere_kale.reconciler.Reconciler` the admin API uses."""
+    """The part of :class:`vsphere_kale.reconcile.reconciler.Reconciler` the admin API uses."""
 
     @property
     def mode(self) -> str: ...

@@ -1,6 +1,6 @@
 """The HTTPS edge: tornado server for the admission webhook, health, readiness and metrics.
 
-The handlers only decode, call :func:`vsphere_kale.admission.review`, and map errors to HTTP
+The handlers only decode, call :func:`vsphere_kale.webhook.admission.review`, and map errors to HTTP
 codes (kopf's ``_kits/webhooks.py`` split). ``serve`` builds on :class:`WebhookServer` with
 more routes (``extra_handlers``), readiness checks (``ready_checks``) and collectors on
 :attr:`WebhookServer.registry`.
@@ -42,10 +42,11 @@ import tornado.routing
 import tornado.web
 from tornado import httputil
 
-from vsphere_kale import admission, certs
 from vsphere_kale.errors import AdmissionError, CertificateError, ConfigError
-from vsphere_kale.metrics import CONTENT_TYPE, WebhookMetrics
+from vsphere_kale.install import certs
 from vsphere_kale.settings import Settings
+from vsphere_kale.webhook import admission
+from vsphere_kale.webhook.metrics import CONTENT_TYPE, WebhookMetrics
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from vsphere_kale import certs
 from vsphere_kale.errors import ConfigError, VsphereKaleError
+from vsphere_kale.install import certs
 from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
 
 Obj = dict[str, Any]
@@ -77,7 +77,7 @@ APPLY_ORDER = (
 
 def find_deploy_dir() -> Path:
     """``deploy/`` of this installation: inside the package (wheel), else the checkout's."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for candidate in (package / "deploy", package.parent / "deploy"):
         if (candidate / "base" / "kustomization.yaml").is_file():
             return candidate

@@ -4,7 +4,8 @@
 asks the pure :func:`vsphere_kale.policy.podsecurity.plan` what to do and writes it: create
 and handle 409 rather than check-then-create, merge patches that touch only our labels, delete
 then create for an edited roleRef (immutable in RBAC). The informer-driven
-:class:`vsphere_kale.reconciler.Reconciler` and the one-shot ``vsphere-kale reconcile`` share it.
+:class:`vsphere_kale.reconcile.reconciler.Reconciler` and the one-shot ``vsphere-kale reconcile``
+share it.
 Results (:class:`NamespaceResult`), metrics and API discovery live here too, since both use them.
 """
 
@@ -20,15 +21,8 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from vsphere_kale.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
-from vsphere_kale.events import (
-    BINDING_CREATED,
-    BINDING_REPAIRED,
-    LABELS_APPLIED,
-    RECONCILE_FAILED,
-    EventRecorder,
-)
-from vsphere_kale.jsonapi import MERGE_PATCH, JsonApi, path
 from vsphere_kale.kube import kube_errors
+from vsphere_kale.kube.jsonapi import MERGE_PATCH, JsonApi, path
 from vsphere_kale.policy.podsecurity import (
     MANAGED_SELECTOR,
     Action,
@@ -46,6 +40,13 @@ from vsphere_kale.policy.podsecurity import (
     decide_managed,
     facts_from_objects,
     plan,
+)
+from vsphere_kale.reconcile.events import (
+    BINDING_CREATED,
+    BINDING_REPAIRED,
+    LABELS_APPLIED,
+    RECONCILE_FAILED,
+    EventRecorder,
 )
 from vsphere_kale.settings import Settings
 

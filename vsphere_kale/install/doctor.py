@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from vsphere_kale import render, rotation
-from vsphere_kale.certs import service_dns_names
 from vsphere_kale.errors import ConfigError, KubeForbidden, KubeNotFound
+from vsphere_kale.install import render, rotation
+from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
 
@@ -569,7 +569,7 @@ def _get_or_none(fn: Callable[[], T], *, what: str) -> T | health.Unreadable | N
 
 def fetch_settings(api: Any, namespace: str, fallback: Settings) -> tuple[Settings, str]:
     """The installed settings (ConfigMap), else ``fallback``."""
-    from vsphere_kale.installer import fetch_installed_settings
+    from vsphere_kale.install.installer import fetch_installed_settings
 
     try:
         live = fetch_installed_settings(api, namespace)
@@ -642,8 +642,8 @@ def fetch_access(api: Any, accesses: Sequence[Access], *, namespace: str) -> lis
 
 def fetch_facts(api_client: Any, *, namespace: str, fallback: Settings) -> DoctorFacts:
     """Everything :func:`run_checks` needs, one request per resource type (plus the reviews)."""
-    from vsphere_kale.installer import RawApi
-    from vsphere_kale.status import fetch_psp_served
+    from vsphere_kale.health.status import fetch_psp_served
+    from vsphere_kale.install.installer import RawApi
 
     api = RawApi(api_client)
     settings, source = fetch_settings(api, namespace, fallback)

@@ -3,7 +3,8 @@
 Flow
 ----
 Three ``kubernetes.informer.SharedInformer`` caches (list, then watch from the list's
-resourceVersion; relist on 410 Gone) feed a :class:`~vsphere_kale.workqueue.WorkQueue` keyed
+resourceVersion; relist on 410 Gone) feed a
+:class:`~vsphere_kale.reconcile.workqueue.WorkQueue` keyed
 by namespace name:
 
 - Profiles (kubeflow.org ``v1``, or ``v1beta1`` when ``v1`` is not served) -> the Profile's
@@ -14,8 +15,8 @@ by namespace name:
 
 A worker reads the caches (never a per-namespace GET), asks
 :func:`vsphere_kale.policy.podsecurity.plan` what to do, and
-:class:`~vsphere_kale.applier.PodSecurityApplier` writes.
-Only the leader (a Lease, :mod:`vsphere_kale.leader`) enqueues and writes; followers
+:class:`~vsphere_kale.reconcile.applier.PodSecurityApplier` writes.
+Only the leader (a Lease, :mod:`vsphere_kale.reconcile.leader`) enqueues and writes; followers
 keep warm caches so a failover starts without a relist. Every ``podSecurity.resyncSeconds``
 the leader enqueues every managed namespace from the caches: zero list calls of ours, and
 zero writes when nothing drifted (each informer also relists once per period, three list
@@ -33,7 +34,7 @@ set and the question is never asked again for that namespace: at steady state no
 
 Memory
 ------
-Requests go through :mod:`vsphere_kale.jsonapi` (the client's ``ApiClient``, without the
+Requests go through :mod:`vsphere_kale.kube.jsonapi` (the client's ``ApiClient``, without the
 generated ``CoreV1Api``, whose first use alone costs ~20 MB), caches hold plain dicts rather
 than pydantic models, and :func:`_trim` keeps only what planning reads of each cached object.
 Measured peak RSS: 83 MB at 1,000 profile namespaces, 122 MB at 5,000 (see the benchmark).
@@ -64,7 +65,15 @@ from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 from prometheus_client import CollectorRegistry
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from vsphere_kale.applier import (
+from vsphere_kale.errors import KubeError
+from vsphere_kale.kube import translate
+from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.policy.podsecurity import (
+    MANAGED_SELECTOR,
+    decide_managed,
+    decide_mode,
+)
+from vsphere_kale.reconcile.applier import (
     ALL_ROLEBINDINGS_PATH,
     LIST_TIMEOUT,
     NAMESPACES_PATH,
@@ -83,20 +92,12 @@ from vsphere_kale.applier import (
     resource_version_of,
     sentence,
 )
-from vsphere_kale.errors import KubeError
-from vsphere_kale.events import (
+from vsphere_kale.reconcile.events import (
     EventRecorder,
 )
-from vsphere_kale.jsonapi import JsonApi
-from vsphere_kale.kube import translate
-from vsphere_kale.leader import LeaderElector
-from vsphere_kale.policy.podsecurity import (
-    MANAGED_SELECTOR,
-    decide_managed,
-    decide_mode,
-)
+from vsphere_kale.reconcile.leader import LeaderElector
+from vsphere_kale.reconcile.workqueue import WorkQueue
 from vsphere_kale.settings import Settings
-from vsphere_kale.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from vsphere_kale import certs
 from vsphere_kale.errors import CertificateError
+from vsphere_kale.install import certs
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from vsphere_kale.jsonapi import JsonApi, path
 from vsphere_kale.kube import kube_errors
+from vsphere_kale.kube.jsonapi import JsonApi, path
 
 log = logging.getLogger(__name__)
 

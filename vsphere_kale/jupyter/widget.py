@@ -7,7 +7,7 @@ are pure (status JSON in, HTML out).
 
 Usage in a notebook::
 
-    from vsphere_kale.widget import HealthPanel
+    from vsphere_kale.jupyter.widget import HealthPanel
     HealthPanel()
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 
 from vsphere_kale.errors import VsphereKaleError
-from vsphere_kale.widget_client import JupyterHealthClient, find_server
+from vsphere_kale.jupyter.widget_client import JupyterHealthClient, find_server
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
     @property
     def client(self) -> StatusClient:
         if self._client is None:
-            from vsphere_kale.widget_client import ServerRef
+            from vsphere_kale.jupyter.widget_client import ServerRef
 
             server = (
                 ServerRef(self._url if self._url.endswith("/") else self._url + "/", self._token)

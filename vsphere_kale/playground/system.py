@@ -5,7 +5,8 @@
 1. the sandbox API server (``kubeflow-demo`` seed: Profiles alice and bob, alice's Pending Kale
    marshal volume; RBAC on; the Kubeflow profile controller emulated);
 2. the install, as ``vsphere-kale install`` would make it: namespace, ServiceAccount, Service
-   and RBAC from ``deploy/base``, a CA and serving certificate from :mod:`vsphere_kale.certs`,
+   and RBAC from ``deploy/base``, a CA and serving certificate from
+   :mod:`vsphere_kale.install.certs`,
    and the MutatingWebhookConfiguration with that CA as ``caBundle`` (the sandbox reaches the
    Service ``vsphere-kale/vsphere-kale:443`` through its service map, on 127.0.0.1);
 3. ``vsphere-kale serve`` in a child process, as the ``vsphere-kale`` ServiceAccount (a
@@ -43,8 +44,8 @@ import click
 import yaml
 from kubernetes import client
 
-from vsphere_kale.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
+from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.kube import call, kube_errors
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.server import build_sandbox

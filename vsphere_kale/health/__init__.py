@@ -1,0 +1,1 @@
+"""Namespace health: status collection and the authenticated admin API."""

@@ -1,0 +1,1 @@
+"""Install, uninstall, doctor: rendering deploy/, certificates and their rotation."""

@@ -1,0 +1,1 @@
+"""The whole system on a local control plane: what `vsphere-kale sandbox` runs."""

@@ -1,0 +1,1 @@
+"""The pod-security reconciler: informers, keyed queue, plan-and-apply, leader election, Events."""
