@@ -72,10 +72,10 @@ async def test_refresh_renders_the_stuck_marshal_claim(server: ServerRef) -> Non
     await asyncio.to_thread(panel.refresh_button.click)
     assert panel.error.value == ""
     assert 'data-overall="broken"' in panel.badge.value
-    assert "from the admin API" in panel.badge.value, panel.note.value
+    assert "from the vsphere-kale service" in panel.badge.value, panel.note.value
     assert 'data-pvc="wf-1-kale-marshal-pvc"' in panel.pvc_table.value
     assert "rwx-on-block-class" in panel.pvc_table.value
-    assert "(Kale marshal)" in panel.pvc_table.value
+    assert "Kale marshal volume" in panel.pvc_table.value
     assert "nfs-client" in panel.pvc_table.value  # the hint names the RWX class
     assert 'class="vsk-podsecurity"' in panel.pod_security.value
     assert "psp:vmware-system-privileged" in panel.pod_security.value

@@ -73,5 +73,5 @@ async def test_notebook_runs_and_renders_the_panel(
     assert "wf-1-kale-marshal-pvc" in state
     assert "rwx-on-block-class" in state
     assert "vsk-podsecurity" in state
-    assert "from the admin API" in state
+    assert "from the vsphere-kale service" in state
     assert "Could not read the status" not in state

@@ -92,6 +92,13 @@ class AdminApiClient:
     async def reconcile(self, namespace: str) -> dict[str, Any]:
         return await self._request("POST", f"/api/v1/namespaces/{quote(namespace)}/reconcile")
 
+    async def recreate_pvc(self, namespace: str, name: str) -> dict[str, Any]:
+        path = (
+            f"/api/v1/namespaces/{quote(namespace, safe='')}/persistentvolumeclaims/"
+            f"{quote(name, safe='')}/recreate"
+        )
+        return await self._request("POST", path)
+
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.url.startswith("https:"):
             return None

@@ -4,6 +4,8 @@ Routes (under the server's ``base_url``, e.g. ``/notebook/alice/nb/`` on Kubeflo
 
 - ``GET  vsphere-kale/api/status``    -> NamespaceStatus JSON (admin API, else local read-only)
 - ``POST vsphere-kale/api/reconcile`` -> ReconcileResult JSON (admin API only)
+- ``POST vsphere-kale/api/persistentvolumeclaims/{name}/recreate`` -> the recreation's result
+  (admin API only: the service checks the caller's permission and refuses unsafe claims)
 
 POST keeps Jupyter's XSRF protection: a browser page from another origin must not be able to
 make the admin API repair things with the notebook's identity. Requests authenticated with a
@@ -148,11 +150,32 @@ class ReconcileHandler(_HealthHandler):
         self.finish(json.dumps(result))
 
 
+class RecreateHandler(_HealthHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        try:
+            result = await self.health.recreate_pvc(name)
+        except VsphereKaleError as exc:
+            self.fail(exc)
+        self.finish(json.dumps(result))
+
+
+# A DNS-1123 subdomain (what a PVC name is); anything else never reaches the service.
+_PVC_NAME = r"([a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?)"
+
+
 def setup_handlers(web_app: web.Application) -> None:
     """The route table, joined to the server's ``base_url``."""
     base_url = web_app.settings["base_url"]
     routes: list[tuple[str, type[_HealthHandler]]] = [
         (url_path_join(base_url, "vsphere-kale/api/status"), StatusHandler),
         (url_path_join(base_url, "vsphere-kale/api/reconcile"), ReconcileHandler),
+        (
+            url_path_join(
+                base_url, f"vsphere-kale/api/persistentvolumeclaims/{_PVC_NAME}/recreate"
+            ),
+            RecreateHandler,
+        ),
     ]
     web_app.add_handlers(".*$", routes)

@@ -141,5 +141,16 @@ class HealthService:
                 "(vsphere-kale serve), the notebook has no rights to make them itself"
             ) from exc
 
+    async def recreate_pvc(self, name: str) -> dict[str, Any]:
+        """Recreate the notebook namespace's stuck claim ``name`` through the admin API."""
+        namespace = self.namespace()
+        try:
+            return await self.admin.recreate_pvc(namespace, name)
+        except AdminApiUnavailable as exc:
+            raise AdminApiUnavailable(
+                f"cannot recreate {namespace}/{name}: {exc}; fixes go through the "
+                "vsphere-kale service, the notebook has no rights to make them itself"
+            ) from exc
+
     def close(self) -> None:
         self.local.close()

@@ -49,7 +49,28 @@ _VERDICT_COLOURS = {
     "class-missing": _BAD,
     "unknown": _MUTED,
 }
-_OUTCOME_COLOURS = {"failed": _BAD, "skipped": _MUTED}
+# Reconcile outcomes: one colour per meaning, the same as the verdict pills (a conflict is
+# never green). Anything not listed is shown muted rather than assumed good.
+_OUTCOME_COLOURS = {
+    "created": _GOOD,
+    "updated": _GOOD,
+    "repaired": _GOOD,
+    "adopted": _GOOD,
+    "unchanged": _GOOD,
+    "ok": _GOOD,
+    "conflict": _BAD,
+    "failed": _BAD,
+    "skipped": _MUTED,
+}
+# Verdicts that are not a problem: they do not count and never ask for an action.
+_NOT_PROBLEMS = frozenset({"ok", "unmanaged", "off", "unknown", ""})
+# A cell that holds a Kubernetes name or class: never wrapped mid-word, cut with an ellipsis
+# when the notebook is narrow, the whole value in the tooltip.
+_NAME_CELL = (
+    "padding:2px 8px;vertical-align:top;white-space:nowrap;overflow:hidden;"
+    "text-overflow:ellipsis;max-width:16em"
+)
+_TEXT_CELL = "padding:2px 8px;vertical-align:top;overflow-wrap:normal;word-break:normal"
 
 
 class StatusClient(Protocol):
@@ -58,6 +79,8 @@ class StatusClient(Protocol):
     def fetch_status(self) -> dict[str, Any]: ...
 
     def reconcile(self) -> dict[str, Any]: ...
+
+    def recreate_pvc(self, name: str) -> dict[str, Any]: ...
 
 
 def _e(value: object) -> str:
@@ -76,18 +99,44 @@ def _verdict(value: object) -> str:
     return _pill(text, _VERDICT_COLOURS.get(text, _MUTED))
 
 
+def _is_problem(verdict: object) -> bool:
+    return str(verdict or "") not in _NOT_PROBLEMS
+
+
+def _pvc_rows(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    pvcs = status.get("pvcs") or []
+    return [p for p in pvcs if isinstance(p, Mapping)] if isinstance(pvcs, list) else []
+
+
+def _section(status: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = status.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def count_problems(status: Mapping[str, Any]) -> int:
+    """The number of red or orange badges the panel shows for ``status``.
+
+    Counted from the rows themselves, not from the document's ``problems`` list, so the
+    number in the header always matches the badges below it and is the same every time the
+    same document is shown.
+    """
+    rows = [p.get("verdict") for p in _pvc_rows(status)]
+    rows += [_section(status, "podSecurity").get("verdict")]
+    rows += [_section(status, "webhook").get("verdict")]
+    return sum(1 for verdict in rows if _is_problem(verdict))
+
+
 def render_badge(status: Mapping[str, Any]) -> str:
     """Overall state, namespace and where the answer came from."""
     overall = str(status.get("overall") or "unknown")
     colour = _OVERALL_COLOURS.get(overall, _MUTED)
-    problems = status.get("problems") or []
-    count = len(problems) if isinstance(problems, list) else 0
+    count = count_problems(status)
     noun = "problem" if count == 1 else "problems"
     source = str(status.get("source") or "")
     origin = (
-        "from the admin API"
+        "from the vsphere-kale service"
         if source == "admin-api"
-        else "computed locally (read-only)"
+        else "computed in this notebook (read-only)"
         if source == "local"
         else ""
     )
@@ -110,22 +159,24 @@ def render_pvc_table(pvcs: Sequence[Mapping[str, Any]]) -> str:
     )
     rows = []
     for pvc in pvcs:
-        name = _e(pvc.get("name", "?"))
+        raw_name = str(pvc.get("name", "?"))
+        name = f'<span title="{_e(raw_name)}">{_e(raw_name)}</span>'
         if pvc.get("kaleMarshal"):
-            name += f' <span style="color:{_MUTED}">(Kale marshal)</span>'
+            name += f'<div style="color:{_MUTED};font-size:0.9em">Kale marshal volume</div>'
         modes = ", ".join(str(m) for m in pvc.get("accessModes") or [])
         hint = pvc.get("hint") or ""
         message = pvc.get("message") or ""
-        detail = _e(hint) if pvc.get("verdict") != "ok" else ""
+        detail = _e(hint) if _is_problem(pvc.get("verdict")) else ""
+        klass = str(pvc.get("storageClass") or "(default)")
         cells = (
-            name,
-            _e(modes),
-            _e(pvc.get("storageClass") or "(default)"),
-            _e(pvc.get("phase") or "?"),
-            _verdict(pvc.get("verdict")),
-            detail,
+            (_NAME_CELL, name),
+            (_NAME_CELL, _e(modes)),
+            (_NAME_CELL, f'<span title="{_e(klass)}">{_e(klass)}</span>'),
+            (_NAME_CELL, _e(pvc.get("phase") or "?")),
+            (_NAME_CELL, _verdict(pvc.get("verdict"))),
+            (_TEXT_CELL, detail),
         )
-        row = "".join(f'<td style="padding:2px 8px;vertical-align:top">{c}</td>' for c in cells)
+        row = "".join(f'<td style="{style}">{c}</td>' for style, c in cells)
         rows.append(
             f'<tr class="vsk-pvc-row" data-pvc="{_e(pvc.get("name", ""))}" '
             f'title="{_e(message)}">{row}</tr>'
@@ -144,24 +195,57 @@ def _row(css: str, title: str, verdict: object, lines: Sequence[str]) -> str:
     )
 
 
+_MODE_NAMES = {
+    "psp": "PodSecurityPolicy",
+    "psa": "Pod Security Admission",
+}
+
+
 def render_pod_security(pod_security: Mapping[str, Any] | None) -> str:
     if not pod_security:
         return _row("vsk-podsecurity", "Pod security", "unknown", ["No pod-security information."])
     mode = str(pod_security.get("mode") or "?")
     required = str(pod_security.get("required") or "")
     present = pod_security.get("present")
+    needs = ""
+    if required:
+        state = "" if present is None else (" — present" if present else " — missing")
+        needs = f"Needs {_e(required)}{state}"
     lines = [
-        f"mode <code>{_e(mode)}</code>"
-        + (f"; needs {_e(required)}" if required else "")
-        + ("" if present is None else f" ({'present' if present else 'missing'})"),
+        f"Mode: <code>{_e(_MODE_NAMES.get(mode, mode))}</code>",
+        needs,
         _e(pod_security.get("message") or ""),
     ]
-    if pod_security.get("verdict") not in ("ok", None):
+    if _is_problem(pod_security.get("verdict")):
         lines.append(f"<i>Fix:</i> {_e(pod_security.get('hint') or '')}")
     return _row("vsk-podsecurity", "Pod security", pod_security.get("verdict"), lines)
 
 
-def render_webhook(webhook: Mapping[str, Any] | None) -> str:
+def describe_expiry(not_after: str, *, now: dt.datetime | None = None) -> str:
+    """ "CA certificate expires in 364 days" (the exact time in a tooltip)."""
+    try:
+        when = dt.datetime.fromisoformat(not_after.replace("Z", "+00:00"))
+    except ValueError:
+        return f"CA certificate valid until {_e(not_after)}"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    current = now or dt.datetime.now(dt.timezone.utc)
+    days = (when - current).total_seconds() / 86400
+    if days < 0:
+        text = f"CA certificate expired {_days(-days)} ago"
+    elif days < 1:
+        text = "CA certificate expires today"
+    else:
+        text = f"CA certificate expires in {_days(days)}"
+    return f'<span title="{_e(not_after)}">{text}</span>'
+
+
+def _days(days: float) -> str:
+    whole = int(days)
+    return "1 day" if whole == 1 else f"{whole} days"
+
+
+def render_webhook(webhook: Mapping[str, Any] | None, *, now: dt.datetime | None = None) -> str:
     if not webhook:
         return _row("vsk-webhook", "RWX webhook", "unknown", ["No webhook information."])
     facts = []
@@ -172,9 +256,9 @@ def render_webhook(webhook: Mapping[str, Any] | None) -> str:
             + ("" if exists is None else (" exists" if exists else " does not exist"))
         )
     if webhook.get("caBundleNotAfter"):
-        facts.append(f"CA valid until {_e(webhook['caBundleNotAfter'])}")
-    lines = ["; ".join(facts), _e(webhook.get("message") or "")]
-    if webhook.get("verdict") not in ("ok", None):
+        facts.append(describe_expiry(str(webhook["caBundleNotAfter"]), now=now))
+    lines = [*facts, _e(webhook.get("message") or "")]
+    if _is_problem(webhook.get("verdict")):
         lines.append(f"<i>Fix:</i> {_e(webhook.get('hint') or '')}")
     return _row("vsk-webhook", "RWX webhook", webhook.get("verdict"), lines)
 
@@ -187,7 +271,7 @@ def render_reconcile_result(result: Mapping[str, Any]) -> str:
     items = []
     for item in results:
         outcome = str(item.get("outcome") or "?")
-        colour = _OUTCOME_COLOURS.get(outcome, _GOOD)
+        colour = _OUTCOME_COLOURS.get(outcome, _MUTED)
         actions = "".join(f"<li>{_e(a)}</li>" for a in item.get("actions") or [])
         items.append(
             f'<div data-outcome="{_e(outcome)}">Reconcile <b>{_e(item.get("namespace", "?"))}'
@@ -196,6 +280,46 @@ def render_reconcile_result(result: Mapping[str, Any]) -> str:
             + "</div>"
         )
     return f'<div class="vsk-result">{"".join(items)}</div>'
+
+
+# Verdicts the one-click recreation repairs: an unbound claim whose class cannot give what it
+# asks for. The admin API re-checks (Bound, data source, in use) and refuses with a sentence.
+RECREATABLE = frozenset({"rwx-on-block-class", "class-missing"})
+
+
+def recreatable_claims(status: Mapping[str, Any]) -> list[str]:
+    """Names of the claims the panel offers to recreate on the RWX class."""
+    if not status.get("canReconcile") or status.get("source") == "local":
+        return []
+    return [
+        str(p.get("name"))
+        for p in _pvc_rows(status)
+        if p.get("verdict") in RECREATABLE and p.get("phase") != "Bound" and p.get("name")
+    ]
+
+
+def decide_primary_action(status: Mapping[str, Any]) -> str:
+    """What the panel's highlighted button is: ``recreate``, ``reconcile`` or ``none``.
+
+    The worst problem shown decides: a claim that can never bind blocks the pipeline step the
+    user is waiting for, so recreating it comes first; a pod-security problem is what
+    Reconcile repairs. Reconcile is not highlighted when pod security is already fine (the
+    reconciler repairs drift within a second on its own).
+    """
+    if recreatable_claims(status):
+        return "recreate"
+    if _is_problem(_section(status, "podSecurity").get("verdict")) and status.get("canReconcile"):
+        return "reconcile"
+    return "none"
+
+
+def render_recreate_result(result: Mapping[str, Any]) -> str:
+    name = _e(result.get("name", "?"))
+    message = _e(result.get("message") or "")
+    return (
+        f'<div class="vsk-recreate-result" data-outcome="{_e(result.get("outcome", "?"))}">'
+        f"Recreated <b>{name}</b>: {message}</div>"
+    )
 
 
 def render_error(message: str) -> str:
@@ -238,6 +362,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         self.pod_security = widgets.HTML(value="")
         self.webhook = widgets.HTML(value="")
         self.result = widgets.HTML(value="")
+        self.recreate_box = widgets.VBox([])
         for child, css in (
             (self.badge, "vsk-badge-widget"),
             (self.updated, "vsk-updated"),
@@ -246,6 +371,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
             (self.pod_security, "vsk-podsecurity-widget"),
             (self.webhook, "vsk-webhook-widget"),
             (self.result, "vsk-result-widget"),
+            (self.recreate_box, "vsk-recreate-box"),
             (self.refresh_button, "vsk-refresh"),
             (self.reconcile_button, "vsk-reconcile"),
         ):
@@ -263,6 +389,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
                 self.error,
                 self.note,
                 self.pvc_table,
+                self.recreate_box,
                 self.pod_security,
                 self.webhook,
                 self.result,
@@ -294,6 +421,50 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         self.refresh_button.disabled = busy
         can = bool(self.status and self.status.get("canReconcile"))
         self.reconcile_button.disabled = busy or not can
+        for row in self.recreate_box.children:
+            for button in row.children:
+                if isinstance(button, widgets.Button):
+                    button.disabled = busy
+
+    def _target_class(self) -> str:
+        webhook = _section(self.status or {}, "webhook")
+        return str(webhook.get("rwxStorageClass") or "the RWX class")
+
+    def _recreate_row(self, name: str) -> widgets.HBox:
+        """ "Recreate on nfs-client", then a confirmation step: deleting a claim is not undone."""
+        ask = widgets.Button(
+            description=f"Recreate on {self._target_class()}",
+            icon="refresh",
+            button_style="danger",
+            tooltip=f"Delete {name} and create it again on {self._target_class()}",
+            layout=widgets.Layout(width="auto"),
+        )
+        ask.add_class("vsk-recreate")
+        label = widgets.HTML(
+            value=f'<span style="white-space:nowrap">Claim <b>{_e(name)}</b> cannot bind.</span>'
+        )
+        row = widgets.HBox([label, ask], layout=widgets.Layout(align_items="center"))
+        row.add_class("vsk-recreate-row")
+
+        def confirm_step(_button: object) -> None:
+            yes = widgets.Button(
+                description="Yes, recreate it",
+                button_style="danger",
+                layout=widgets.Layout(width="auto"),
+            )
+            yes.add_class("vsk-recreate-confirm")
+            no = widgets.Button(description="Cancel", layout=widgets.Layout(width="auto"))
+            no.add_class("vsk-recreate-cancel")
+            question = widgets.HTML(
+                value=f"Delete <b>{_e(name)}</b> and create it again, empty, on "
+                f"<code>{_e(self._target_class())}</code>?"
+            )
+            yes.on_click(lambda _b: self.recreate(name))
+            no.on_click(lambda _b: setattr(row, "children", (label, ask)))
+            row.children = (question, yes, no)
+
+        ask.on_click(confirm_step)
+        return row
 
     def refresh(self) -> None:
         """Fetch the status and redraw; errors become a sentence in the panel."""
@@ -316,12 +487,17 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         self.pvc_table.value = render_pvc_table(pvcs if isinstance(pvcs, list) else [])
         self.pod_security.value = render_pod_security(status.get("podSecurity"))
         self.webhook.value = render_webhook(status.get("webhook"))
+        self.recreate_box.children = tuple(
+            self._recreate_row(name) for name in recreatable_claims(status)
+        )
+        primary = decide_primary_action(status)
+        self.reconcile_button.button_style = "warning" if primary == "reconcile" else ""
         notes = []
         if status.get("source") == "local":
-            reason = status.get("fallbackReason") or "the admin API could not be reached"
+            reason = status.get("fallbackReason") or "the vsphere-kale service could not be reached"
             notes.append(
                 f"Read-only view computed with your notebook's own permissions: {_e(reason)}. "
-                "Reconcile needs the admin API."
+                "Fixes need the vsphere-kale service."
             )
         elif not status.get("canReconcile"):
             notes.append("You may read this status but not reconcile this namespace.")
@@ -333,6 +509,20 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
             + (f" (generated {_e(status['generatedAt'])})" if status.get("generatedAt") else "")
             + "</span>"
         )
+
+    def recreate(self, name: str) -> None:
+        """Recreate one stuck claim on the RWX class, show the answer, then refresh."""
+        self._busy(True)
+        self.error.value = ""
+        try:
+            result = self.client.recreate_pvc(name)
+        except VsphereKaleError as exc:
+            self.error.value = render_error(f"Recreating {name} failed: {exc}")
+            self._busy(False)
+            return
+        self.result.value = render_recreate_result(result)
+        self._busy(False)
+        self.refresh()
 
     def reconcile(self) -> None:
         """Ask for a repair, show the per-namespace result, then refresh the status."""

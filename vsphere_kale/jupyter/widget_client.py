@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 KUBEFLOW_PORT = 8888
 STATUS_PATH = "vsphere-kale/api/status"
 RECONCILE_PATH = "vsphere-kale/api/reconcile"
+RECREATE_PATH = "vsphere-kale/api/persistentvolumeclaims/{name}/recreate"
 
 
 class WidgetClientError(VsphereKaleError):
@@ -108,7 +110,7 @@ class JupyterHealthClient:
     def _xsrf_cookie(self) -> str | None:
         return next((c.value for c in self._cookies if c.name == "_xsrf" and c.value), None)
 
-    def _send(self, method: str, path: str) -> dict[str, Any]:
+    def _send(self, method: str, path: str, *, what: str = "") -> dict[str, Any]:
         url = self.server.base_url + path
         headers = {"Accept": "application/json"}
         if self.server.token:
@@ -121,7 +123,7 @@ class JupyterHealthClient:
             if xsrf:
                 headers["X-XSRFToken"] = xsrf
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        what = "reading the status" if method == "GET" else "reconcile"
+        what = what or ("reading the status" if method == "GET" else "reconcile")
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 raw = response.read()
@@ -156,3 +158,10 @@ class JupyterHealthClient:
             # (Kubeflow) server refuses the POST with 403.
             self._send("GET", STATUS_PATH)
         return self._send("POST", RECONCILE_PATH)
+
+    def recreate_pvc(self, name: str) -> dict[str, Any]:
+        """Recreate the stuck claim ``name`` of the notebook's namespace on the RWX class."""
+        if self._xsrf_cookie() is None:
+            self._send("GET", STATUS_PATH)
+        path = RECREATE_PATH.format(name=urllib.parse.quote(name, safe=""))
+        return self._send("POST", path, what=f"recreating {name}")
