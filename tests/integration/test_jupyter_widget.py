@@ -133,7 +133,7 @@ class TestAdminApiDown:
     async def test_local_view_is_read_only_and_reconcile_says_why(self, server: ServerRef) -> None:
         panel = HealthPanel(JupyterHealthClient(server), refresh=False)
         await asyncio.to_thread(panel.refresh)
-        assert "computed locally (read-only)" in panel.badge.value
+        assert "computed in this notebook (read-only)" in panel.badge.value
         assert "Read-only view" in panel.note.value and "unreachable" in panel.note.value
         assert 'data-pvc="wf-1-kale-marshal-pvc"' in panel.pvc_table.value
         assert panel.reconcile_button.disabled
