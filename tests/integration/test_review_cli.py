@@ -34,9 +34,10 @@ def test_readme_quick_start_rewrites_the_marshal_volume() -> None:
     assert stored["metadata"]["annotations"]["vsphere-kale.io/original-storage-class"] == (
         "vsan-default-storage-policy"
     )
-    assert result.stderr.strip() == (
-        "alice/wf-1-kale-marshal-pvc: rewritten vsan-default-storage-policy -> nfs-client"
-    )
+    assert result.stderr.strip().splitlines() == [
+        "alice/wf-1-kale-marshal-pvc: rewritten vsan-default-storage-policy -> nfs-client",
+        "1 object, 1 claim, 1 rewritten",
+    ]
 
 
 def test_every_example_and_a_list_with_other_kinds(tmp_path: Path) -> None:
@@ -61,10 +62,17 @@ def test_every_example_and_a_list_with_other_kinds(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["kind"] == "List"
-    classes = [i["spec"].get("storageClassName") for i in out["items"] if i["kind"] != "ConfigMap"]
+    # The List document keeps its wrapper: it comes back as a List holding the same items.
+    *claims, kept = out["items"]
+    assert kept["kind"] == "List" and kept["apiVersion"] == "v1"
+    assert [i["kind"] for i in kept["items"]] == ["PersistentVolumeClaim", "ConfigMap"]
+    classes = [i["spec"].get("storageClassName") for i in [*claims, kept["items"][0]]]
     assert classes == ["nfs-client", "nfs-client", "nfs-client", None]
-    assert config_map in out["items"]  # non-claims pass through unchanged
+    assert config_map in kept["items"]  # non-claims pass through unchanged
     lines = result.stderr.strip().splitlines()
+    # one line for every object, claim or not, then the total
+    assert "default/c: ConfigMap, not a claim: unchanged" in lines
+    assert lines[-1] == f"{len(claims) + 2} objects, {len(claims) + 1} claims, 3 rewritten"
     assert "default/example-pvc: rewritten (cluster default) -> nfs-client" in lines
     assert "alice/create-volume-1: rewritten vsan-default-storage-policy -> nfs-client" in lines
     assert "bob/static: unchanged (pre-bound to a volume)" in lines
@@ -88,7 +96,21 @@ def test_stdin_and_namespace_flag() -> None:
         stdin=json.dumps(pvc),
     )
     assert result.returncode == 0
-    assert result.stderr.strip() == "kube-system/p: unchanged (namespace excluded)"
+    assert result.stderr.strip().splitlines()[0] == "kube-system/p: unchanged (namespace excluded)"
+
+
+def test_a_malformed_claim_names_the_field(tmp_path: Path) -> None:
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "p", "namespace": "alice"},
+        "spec": {"accessModes": "ReadWriteMany"},
+    }
+    result = run("review", "-f", "-", "--rwx-storage-class", "nfs-client", stdin=json.dumps(pvc))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "alice/p: unchanged (malformed claim: spec.accessModes is not a list of strings)"
+    )
 
 
 def test_config_file_is_used(tmp_path: Path) -> None:

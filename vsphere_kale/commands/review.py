@@ -36,7 +36,7 @@ class InputError(click.ClickException):
 @dataclass(frozen=True)
 class Reviewed:
     obj: dict[str, Any]
-    line: str | None  # the stderr line for a claim, None for other kinds
+    line: str  # the stderr summary line: every object gets one, claim or not
 
 
 def read_documents(stream: TextIO, source: str) -> list[Any]:
@@ -61,12 +61,16 @@ def _check_object(doc: object, where: str) -> dict[str, Any]:
     return doc
 
 
+def _is_list(obj: dict[str, Any]) -> bool:
+    return obj["kind"] == "List" or (obj["kind"].endswith("List") and "items" in obj)
+
+
 def iter_objects(docs: list[Any], source: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, object) for every object, looking inside ``List`` kinds."""
     for index, doc in enumerate(docs):
         where = f"{source}: document {index}"
         obj = _check_object(doc, where)
-        if obj["kind"] == "List" or (obj["kind"].endswith("List") and "items" in obj):
+        if _is_list(obj):
             items = obj.get("items")
             if not isinstance(items, list):
                 raise InputError(f"{where}: items must be a list")
@@ -79,14 +83,39 @@ def iter_objects(docs: list[Any], source: str) -> Iterator[tuple[str, dict[str, 
             yield where, obj
 
 
+def review_documents(
+    docs: list[Any], source: str, *, namespace: str, settings: Settings
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The documents as they would be stored, in the same shape (a ``List`` stays a ``List``
+    with its own apiVersion, kind and metadata), and one summary line per object."""
+    stored: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for index, doc in enumerate(docs):
+        where = f"{source}: document {index}"
+        obj = _check_object(doc, where)
+        if not _is_list(obj):
+            result = review_object(obj, namespace=namespace, settings=settings)
+            stored.append(result.obj)
+            lines.append(result.line)
+            continue
+        items = []
+        for item_where, item in iter_objects([obj], source):
+            del item_where
+            result = review_object(item, namespace=namespace, settings=settings)
+            items.append(result.obj)
+            lines.append(result.line)
+        stored.append({**obj, "items": items})
+    return stored, lines
+
+
 def review_object(obj: dict[str, Any], *, namespace: str, settings: Settings) -> Reviewed:
     group, _, version = obj["apiVersion"].rpartition("/")
-    if (group, obj["kind"]) != ("", "PersistentVolumeClaim"):
-        return Reviewed(obj, None)
     raw_metadata = obj.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     ns = metadata.get("namespace") or namespace
     name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
+    if (group, obj["kind"]) != ("", "PersistentVolumeClaim"):
+        return Reviewed(obj, f"{ns}/{name}: {obj['kind']}, not a claim: unchanged")
     request = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -107,6 +136,10 @@ def review_object(obj: dict[str, Any], *, namespace: str, settings: Settings) ->
         stored = jsonpatch.apply_patch(obj, list(outcome.decision.patch))
     line = f"{ns}/{name}: {outcome.decision.summary}"
     return Reviewed(stored, line)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _dump(objects: list[dict[str, Any]], output: str) -> str:
@@ -147,8 +180,8 @@ def review(
 ) -> None:
     """Show how the webhook would store the objects in a manifest (offline).
 
-    Prints every object as it would be stored (non-claims unchanged) to stdout and one line
-    per PersistentVolumeClaim to stderr.
+    Prints every object as it would be stored (non-claims unchanged, a List kept as a List)
+    to stdout; to stderr one line per object and a total.
     """
     settings = load_settings(config_path, rwx_storage_class=rwx_storage_class)
     if not settings.storage.rwx_storage_class:
@@ -166,13 +199,15 @@ def review(
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
 
-    results = [
-        review_object(obj, namespace=namespace, settings=settings)
-        for _, obj in iter_objects(docs, source)
-    ]
-    if not results:
+    stored, lines = review_documents(docs, source, namespace=namespace, settings=settings)
+    if not stored:
         raise InputError(f"{source}: no objects found")
-    for result in results:
-        if result.line:
-            click.echo(result.line, err=True)
-    click.echo(_dump([r.obj for r in results], output), nl=False)
+    for line in lines:
+        click.echo(line, err=True)
+    kinds = sum(1 for line in lines if ", not a claim: " not in line)
+    rewritten = sum(1 for line in lines if ": rewritten " in line)
+    click.echo(
+        f"{_count(len(lines), 'object')}, {_count(kinds, 'claim')}, {rewritten} rewritten",
+        err=True,
+    )
+    click.echo(_dump(stored, output), nl=False)

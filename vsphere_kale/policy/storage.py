@@ -71,13 +71,17 @@ class StorageDecision:
     from_class: str | None = None
     """Effective class before the rewrite; ``""`` means the cluster default."""
     to_class: str | None = None
+    detail: str = ""
+    """For ``malformed``: which field is wrong and how (``spec.accessModes is not a list of
+    strings``), so ``review`` and the log can say what to fix."""
 
     @property
     def summary(self) -> str:
         """A few words for a log or CLI line: ``rewritten a -> b`` or ``unchanged (why)``."""
         if self.rewrite:
             return f"rewritten {self.from_class or '(cluster default)'} -> {self.to_class}"
-        return f"unchanged ({_SUMMARIES[self.reason]})"
+        why = _SUMMARIES[self.reason] + (f": {self.detail}" if self.detail else "")
+        return f"unchanged ({why})"
 
 
 def _untouched(reason: Reason, *warnings: str) -> StorageDecision:
@@ -105,33 +109,33 @@ class _Malformed(Exception):
 def _opt_str(mapping: Mapping[str, Any], key: str) -> str | None:
     value = mapping.get(key)
     if value is not None and not isinstance(value, str):
-        raise _Malformed(key)
+        raise _Malformed(f"spec.{key} is not a string")
     return value
 
 
 def _read_claim(obj: object) -> _Claim:
     if not isinstance(obj, dict):
-        raise _Malformed("object")
+        raise _Malformed("the claim is not a JSON object")
     metadata = obj.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise _Malformed("metadata")
+        raise _Malformed("metadata is not an object")
     annotations = (metadata or {}).get("annotations")
     if annotations is not None and (
         not isinstance(annotations, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items())
     ):
-        raise _Malformed("metadata.annotations")
+        raise _Malformed("metadata.annotations is not a map of strings to strings")
     spec = obj.get("spec")
     if not isinstance(spec, dict):
-        raise _Malformed("spec")
+        raise _Malformed("spec is missing or not an object")
     modes = spec.get("accessModes")
     if modes is not None and (
         not isinstance(modes, list) or not all(isinstance(m, str) for m in modes)
     ):
-        raise _Malformed("spec.accessModes")
+        raise _Malformed("spec.accessModes is not a list of strings")
     for key in ("dataSource", "dataSourceRef"):
         if spec.get(key) is not None and not isinstance(spec[key], dict):
-            raise _Malformed(f"spec.{key}")
+            raise _Malformed(f"spec.{key} is not an object")
     return _Claim(
         annotations=annotations,
         has_metadata=metadata is not None,
@@ -245,8 +249,8 @@ def decide_storage_class(
         return _untouched("excluded-namespace")
     try:
         claim = _read_claim(obj)
-    except _Malformed:
-        return _untouched("malformed")
+    except _Malformed as exc:
+        return StorageDecision(rewrite=False, reason="malformed", detail=str(exc))
     if claim.annotations and claim.annotations.get(OPT_OUT_ANNOTATION, "").lower() == "false":
         return _untouched("opted-out")
     if not set(claim.access_modes) & set(settings.storage.access_modes):
