@@ -12,6 +12,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 README_MAX_LINES = 250
@@ -126,14 +127,71 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
+def documented_rules(intro: str) -> set[tuple[frozenset[str], ...]]:
+    """The rows of the RBAC table that follows ``intro`` in docs/install.md."""
+    lines = (ROOT / "docs" / "install.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index(intro)
+    rows: set[tuple[frozenset[str], ...]] = set()
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            if rows:
+                break
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in {"API group", ""} or set(cells[0]) <= {"-"}:
+            continue  # the header row and the |---| line
+        groups, resources, verbs, names = cells[:4]
+        rows.add(
+            (
+                frozenset(g.strip(" `").replace('""', "") for g in groups.split(",")),
+                frozenset(r.strip(" `") for r in resources.split(",")),
+                frozenset(v.strip(" `") for v in verbs.split(",")),
+                frozenset(n.strip(" `") for n in names.split(",") if n.strip()),
+            )
+        )
+    return rows
+
+
+def manifest_rules(kind: str) -> set[tuple[frozenset[str], ...]]:
+    text = (ROOT / "deploy" / "base" / "rbac.yaml").read_text(encoding="utf-8")
+    (role,) = [
+        d
+        for d in yaml.safe_load_all(text)
+        if d and d["kind"] == kind and d["metadata"]["name"] == "vsphere-kale"
+    ]
+    return {
+        (
+            frozenset(rule["apiGroups"]),
+            frozenset(rule["resources"]),
+            frozenset(rule["verbs"]),
+            frozenset(rule.get("resourceNames", ())),
+        )
+        for rule in role["rules"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "intro"),
+    [
+        ("ClusterRole", "ClusterRole `vsphere-kale` (cluster-wide):"),
+        ("Role", "Role `vsphere-kale` (namespace `vsphere-kale` only):"),
+    ],
+)
+def test_the_rbac_table_is_what_the_manifest_grants(kind: str, intro: str) -> None:
+    # An admin reads this table to decide whether to install; it must not under- or overstate.
+    assert documented_rules(intro) == manifest_rules(kind)
+
+
 @pytest.mark.parametrize(
     ("heading", "expected"),
     [
         ("Try it: `vsphere-kale sandbox`", "try-it-vsphere-kale-sandbox"),
         ("RBAC: what the service may do, and why", "rbac-what-the-service-may-do-and-why"),
         ("The sandbox's policy parts: users, RBAC", "the-sandboxs-policy-parts-users-rbac"),
-        ("The widget `vsphere_kale.jupyter.widget.HealthPanel`",
-         "the-widget-vsphere_kalejupyterwidgethealthpanel"),
+        (
+            "The widget `vsphere_kale.jupyter.widget.HealthPanel`",
+            "the-widget-vsphere_kalejupyterwidgethealthpanel",
+        ),
         ("Measured (2 cores, load average ~7)", "measured-2-cores-load-average-7"),
         ("Health — in Jupyter", "health--in-jupyter"),
         ("p95 ≤ 150 ms", "p95--150-ms"),
