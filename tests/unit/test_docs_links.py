@@ -7,12 +7,15 @@ ids (github-slugger): lower-case, punctuation dropped, each space a hyphen, repe
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from pathlib import Path
 
 import pytest
 import yaml
+
+from vsphere_kale.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README_MAX_LINES = 250
@@ -221,3 +224,32 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
         "link '#nope'",
         "link 'missing-too.md'",
     ]
+
+
+def settings_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every YAML key of the settings, dotted (``storage.rwxStorageClass``)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        key = prefix + f.metadata["key"]
+        if dataclasses.is_dataclass(f.default_factory):
+            keys += settings_keys(f.default_factory, key + ".")  # type: ignore[arg-type]
+        else:
+            keys.append(key)
+    return keys
+
+
+def test_configuration_page_documents_every_settings_key() -> None:
+    # A key an admin cannot find in the docs is a key nobody sets on purpose.
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    tables = {
+        section: text.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
+        for section in ("storage", "podSecurity", "namespace")
+    }
+    missing = []
+    for key in settings_keys(Settings):
+        section, _, leaf = key.rpartition(".")
+        if not section:
+            section = leaf
+        if f"`{leaf}`" not in tables[section]:
+            missing.append(key)
+    assert missing == []
