@@ -14,7 +14,7 @@ Measured in one run, against one sandbox API server (psp flavor, real RBAC):
   ``vsphere_kale.jupyter`` can be started (it calls the admin API in turn).
 
 Also printed: the API requests one status call makes (counted on the service's client).
-Goal (README): p95 <= 150 ms through the admin API. Not collected by pytest; no asserts.
+Goal (docs/benchmarks.md): p95 <= 150 ms through the admin API. Not collected by pytest; no asserts.
 """
 
 from __future__ import annotations

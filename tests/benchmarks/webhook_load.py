@@ -22,7 +22,7 @@ Every request is the same Kale marshal-volume PVC CREATE review, which the webho
    one keep-alive connection, timing each request from send to complete response.
 3. **Pure policy**: microseconds per :func:`vsphere_kale.webhook.admission.review` call.
 
-Goals (README): webhook throughput >= 0.9 x baseline; p99 <= 2 ms at 200 reviews/s.
+Goals (docs/benchmarks.md): webhook throughput >= 0.9 x baseline; p99 <= 2 ms at 200 reviews/s.
 """
 
 from __future__ import annotations

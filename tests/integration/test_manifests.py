@@ -280,7 +280,7 @@ def test_our_namespace_enforces_the_restricted_pod_security_standard(
 # --- RBAC -----------------------------------------------------------------------------------
 
 # What `vsphere-kale serve` needs, rule by rule (deploy/base/rbac.yaml says which feature needs
-# which). A change here is a change to the service's privileges: update the README's table too.
+# which). A change here is a change to the service's privileges: update docs/install.md's table too.
 CLUSTER_RULES = [
     (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
     (("kubeflow.org",), ("profiles",), ("get", "list", "watch"), ()),

@@ -24,7 +24,8 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-def test_readme_quick_start_rewrites_the_marshal_volume() -> None:
+def test_the_documented_review_example_rewrites_the_marshal_volume() -> None:
+    # The command README.md and docs/webhook.md show, with the output docs/webhook.md shows.
     result = run(
         "review", "-f", str(EXAMPLES / "kale-marshal-pvc.yaml"), "--rwx-storage-class", "nfs-client"
     )
