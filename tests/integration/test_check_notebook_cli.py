@@ -24,6 +24,7 @@ from vsphere_kale.kube.namespace import default_namespace
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 NS = "kubeflow-user"
+MOUNT_PVC = Path(__file__).resolve().parents[1] / "fixtures" / "kale" / "mount_pvc.ipynb"
 KFP_NAME = "3f1c2b9e-8d7a-4c1e-9b2a-6f5e4d3c2b1a-my-pvc"
 
 
@@ -248,6 +249,24 @@ def test_an_unreachable_cluster_is_a_sentence_not_a_traceback(
     assert result.exit_code == 1
     assert result.stderr.startswith("error: get persistentvolumeclaims")
     assert "Traceback" not in result.output
+
+
+def test_kales_mount_pvc_notebook_on_an_rwo_block_claim(sandbox: RunningSandbox) -> None:
+    # The "done when": a Kale 2 user whose notebook mounts an RWO claim sees it flagged.
+    seed(
+        sandbox,
+        *CLASSES,
+        pvc("raw-data", ["ReadWriteOnce"], "vsan-default-storage-policy", "Bound"),
+    )
+
+    result = check(sandbox, MOUNT_PVC, "-n", NS, "-o", "json")
+
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert doc["pipelineName"] == "mount-pvc-test"
+    (volume,) = doc["volumes"]
+    assert (volume["name"], volume["mountPoint"], volume["verdict"]) == ("raw-data", "/data", "rwo")
+    assert volume["hint"].startswith("make an RWX copy on nfs-client and point the notebook at it")
 
 
 def test_the_console_script_is_registered() -> None:
