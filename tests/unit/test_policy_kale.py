@@ -228,6 +228,14 @@ CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]], str, bool, str]] = 
         "unknown volume type",
     ),
     ("no-name", {"type": "pvc", "mount_point": "/x"}, [], "invalid", False, "names no claim"),
+    (
+        "bad-name",
+        {"name": "Raw Data\n", "type": "pvc", "mount_point": "/x"},
+        [],
+        "invalid",
+        False,
+        "not a claim name",
+    ),
 ]
 
 

@@ -25,6 +25,7 @@ from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.kube.namespace import default_namespace
 from vsphere_kale.policy.kale import (
+    CLAIM_NAME,
     MOUNTED_TYPE,
     KaleNotebook,
     NotebookError,
@@ -92,7 +93,9 @@ def fetch_inputs(
     kube: Kube, notebook: KaleNotebook, *, namespace: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
     """The claims the notebook mounts, every StorageClass, and the PVs when any claim needs them."""
-    names = sorted({v.name for v in notebook.volumes if v.type == MOUNTED_TYPE and v.name})
+    names = sorted(
+        {v.name for v in notebook.volumes if v.type == MOUNTED_TYPE and CLAIM_NAME.match(v.name)}
+    )
     claims = [
         c
         for c in (
@@ -126,7 +129,7 @@ def print_table(checks: Sequence[VolumeCheck], *, header: str, fit: bool) -> Non
     probe = Console()
     # Piped into a file or CI log: wide enough that sentences stay on one line.
     console = Console(width=probe.width if probe.is_terminal else 180)
-    table = Table(title=header, title_justify="left")
+    table = Table(title=Text(header), title_justify="left")
     for column in ("", "Volume", "Mount", "Claim", "Verdict", "Why"):
         table.add_column(column, no_wrap=column in ("", "Verdict"))
     for check in checks:

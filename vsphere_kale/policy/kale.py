@@ -19,6 +19,7 @@ runs in a pod.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +38,9 @@ KALE_METADATA_KEY = "kubeflow_notebook"
 MOUNTED_TYPE = "pvc"
 DROPPED_TYPES = frozenset({"new_pvc", "pv", "clone"})
 """Valid in Kale 2's volume schema, but its templates mount only ``pvc`` entries."""
+
+CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+"""A claim name is an RFC 1123 subdomain (at most 253 characters)."""
 
 RWX, RWO, RWOP, ROX = "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"
 
@@ -209,6 +213,15 @@ def decide_volume(
             f"volume {volume.index} (type pvc) names no claim",
             "choose the claim in the Kale panel's volume settings",
         )
+    if len(volume.name) > 253 or not CLAIM_NAME.match(volume.name):
+        return VolumeCheck(
+            volume,
+            "invalid",
+            False,
+            "error",
+            f"volume {volume.index} names {volume.name[:60]!r}, which is not a claim name",
+            "choose the claim in the Kale panel's volume settings",
+        )
     if claim is None:
         return VolumeCheck(
             volume,
@@ -299,8 +312,7 @@ def decide_notebook_volumes(
 ) -> tuple[VolumeCheck, ...]:
     by_name = _claims_by_name(claims)
     return tuple(
-        decide_volume(v, by_name.get(v.name) if v.name else None, facts, namespace=namespace)
-        for v in notebook.volumes
+        decide_volume(v, by_name.get(v.name), facts, namespace=namespace) for v in notebook.volumes
     )
 
 
