@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vsphere_kale.policy.kale_podsecurity import (
     IstioCniFacts,
@@ -323,3 +325,17 @@ def test_auto_level_follows_the_api_servers_dry_run() -> None:
         decide_auto_level(**common, dry_run_baseline=[], dry_run_restricted=[]).level
         == "restricted"
     )  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tail=st.text(alphabet='ab "(),:;=!\n\x1b', max_size=80),
+    level=st.sampled_from(["baseline", "restricted"]),
+)
+def test_any_text_after_the_prefix_parses_without_raising(tail: str, level: str) -> None:
+    rejection = parse_rejection(
+        f'pods "p" is forbidden: violates PodSecurity "{level}:latest": {tail}'
+    )
+    assert rejection is not None
+    assert rejection.needs in ("baseline", "privileged")
+    json.dumps(rejection.to_json())

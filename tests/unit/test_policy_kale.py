@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vsphere_kale.policy.kale import (
     NotebookError,
@@ -381,3 +383,47 @@ def test_kale_section_is_json_and_says_fit() -> None:
 def test_kale_section_for_a_notebook_without_kale_metadata() -> None:
     section = build_kale_section(notebook(kale=False), [], [], [], SETTINGS, namespace=NS)
     assert section["fit"] is None and "no Kale metadata" in section["error"]
+
+
+# --- any JSON: a verdict or a sentence, never an exception -----------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+VOLUME_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": JSON | st.sampled_from(["raw-data", "", "a/b"]),
+        "type": JSON | st.sampled_from(["pvc", "new_pvc", "pv", "clone"]),
+        "mount_point": JSON,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(volumes=st.lists(VOLUME_ENTRY | JSON, max_size=4), claims=st.lists(JSON, max_size=3))
+def test_any_notebook_volumes_and_claims_give_a_json_section(
+    volumes: list[Any], claims: list[Any]
+) -> None:
+    claim_objects = [c for c in claims if isinstance(c, dict)] + [
+        claim("raw-data", modes=("ReadWriteOnce",))
+    ]
+    section = build_kale_section(
+        notebook(*volumes), claim_objects, TKG_CLASSES, [], SETTINGS, namespace=NS
+    )
+    json.dumps(section)
+    assert section["fit"] in (True, False)
+    assert len(section["volumes"]) == len(volumes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=JSON)
+def test_any_json_is_a_notebook_or_one_sentence(doc: object) -> None:
+    try:
+        parse_notebook(doc)
+    except NotebookError as exc:
+        assert str(exc) and "\n" not in str(exc)
