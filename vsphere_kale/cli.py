@@ -70,6 +70,7 @@ COMMANDS: dict[str, str] = {
     "uninstall": "vsphere_kale.commands.install:uninstall_command",
     "doctor": "vsphere_kale.commands.doctor:doctor_command",
     "sandbox": "vsphere_kale.commands.sandbox:sandbox_group",
+    "check-notebook": "vsphere_kale.commands.check_notebook:check_notebook_command",
 }
 # --- end of subcommands ---
 

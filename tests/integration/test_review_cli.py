@@ -155,3 +155,27 @@ def test_missing_class_says_what_to_do() -> None:
     result = run("review", "-f", str(EXAMPLES / "example-pvc.yaml"))
     assert result.returncode == 2
     assert "pass --rwx-storage-class" in result.stderr
+
+
+def test_empty_class_is_explained_as_static_binding_and_stays_unrewritten() -> None:
+    # KFP v2's CreatePVC default (storage_class_name='') reaches the API as "".
+    kfp_claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "3f1c2b9e-8d7a-4c1e-9b2a-6f5e4d3c2b1a-my-pvc", "namespace": "bob"},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    result = run(
+        "review", "-f", "-", "--rwx-storage-class", "nfs-client", stdin=json.dumps(kfp_claim)
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["spec"]["storageClassName"] == ""
+    assert result.stderr.strip() == (
+        "bob/3f1c2b9e-8d7a-4c1e-9b2a-6f5e4d3c2b1a-my-pvc: unchanged "
+        "(no class: waits for a pre-provisioned PersistentVolume)"
+    )
+    assert "pre-bound" not in result.stderr

@@ -193,7 +193,7 @@ UNTOUCHED = [
     ("rwo", claim(accessModes=["ReadWriteOnce"]), {}, "not-requested-mode", False),
     ("no access modes", claim(accessModes=None), {}, "not-requested-mode", False),
     ("pre-bound", claim(volumeName="pv-1"), {}, "pre-bound", True),
-    ("static binding", claim(storageClassName=""), {}, "pre-bound", True),
+    ("static binding", claim(storageClassName=""), {}, "static-binding", True),
     (
         "clone",
         claim(dataSource={"kind": "PersistentVolumeClaim", "name": "src"}),
@@ -301,3 +301,22 @@ def test_policy_does_not_mutate_its_input() -> None:
     before = copy.deepcopy(obj)
     review(admission_review(obj), SETTINGS)
     assert obj == before
+
+
+def test_static_binding_and_pre_bound_are_told_apart() -> None:
+    kwargs: dict[str, Any] = {
+        "namespace": "alice",
+        "operation": "CREATE",
+        "group": "",
+        "version": "v1",
+        "kind": "PersistentVolumeClaim",
+        "settings": SETTINGS,
+    }
+    static = decide_storage_class(claim(storageClassName=""), **kwargs)
+    bound = decide_storage_class(claim(volumeName="pv-1"), **kwargs)
+    assert static.summary == "unchanged (no class: waits for a pre-provisioned PersistentVolume)"
+    assert bound.summary == "unchanged (pre-bound to a volume)"
+    # The admission warning is unchanged (the MutatingAdmissionPolicy writes the same text).
+    assert static.warnings == (
+        'claim is storageClassName "" (static binding); storage class not rewritten',
+    )

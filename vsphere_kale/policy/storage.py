@@ -34,6 +34,7 @@ Reason = Literal[
     "opted-out",
     "not-requested-mode",
     "pre-bound",
+    "static-binding",
     "data-source",
     "block-mode",
     "already-target",
@@ -51,6 +52,9 @@ _SUMMARIES: dict[str, str] = {
     "opted-out": "opted out by annotation",
     "not-requested-mode": "no ReadWriteMany access mode",
     "pre-bound": "pre-bound to a volume",
+    # storageClassName "" names no class: the claim binds only to a PersistentVolume an admin
+    # created beforehand (KFP v2's CreatePVC default sends exactly this).
+    "static-binding": "no class: waits for a pre-provisioned PersistentVolume",
     "data-source": "cloned or restored from a data source",
     "block-mode": "raw block volume",
     "already-target": "already on the RWX class",
@@ -231,7 +235,8 @@ def decide_storage_class(
     4. malformed object → untouched (kube-apiserver's validation will answer the user);
     5. annotation ``vsphere-kale.io/rewrite-storage-class: "false"`` → untouched (opt-out);
     6. no access mode in ``storage.accessModes`` → untouched;
-    7. ``spec.volumeName`` set or class ``""`` (static binding) → untouched, warning;
+    7. ``spec.volumeName`` set (``pre-bound``) or class ``""`` (``static-binding``: no class,
+       it waits for a pre-provisioned PersistentVolume) → untouched, warning;
     8. ``dataSource``/``dataSourceRef`` (clone, snapshot restore) → untouched, warning;
     9. ``volumeMode: Block`` → untouched, warning (NFS cannot serve raw block);
     10. effective class is the target or in ``rwxCapableClasses`` → untouched;
@@ -257,12 +262,16 @@ def decide_storage_class(
         return _untouched("not-requested-mode")
     current = effective_class(claim.annotations, claim.spec_class)
     if claim.volume_name or current == "":
+        # The warning text is shared with the MutatingAdmissionPolicy: keep it as is.
         what = (
             f"pre-bound to volume {_short(claim.volume_name)}"
             if claim.volume_name
             else ('storageClassName "" (static binding)')
         )
-        return _untouched("pre-bound", f"claim is {what}; storage class not rewritten")
+        return _untouched(
+            "pre-bound" if claim.volume_name else "static-binding",
+            f"claim is {what}; storage class not rewritten",
+        )
     if claim.has_data_source:
         return _untouched(
             "data-source",
