@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from vsphere_kale.controlplane import (
+    Binaries,
     ControlPlaneError,
     RunningControlPlane,
     find_binaries,
@@ -64,21 +65,27 @@ def sandbox(sandbox_factory: Callable[..., RunningSandbox]) -> RunningSandbox:
 
 
 @pytest.fixture(scope="session")
-def real_control_plane() -> Iterator[RunningControlPlane]:
-    """One etcd + kube-apiserver 1.36 + kube-controller-manager for the whole session.
+def control_plane_binaries() -> Binaries:
+    """The real control plane's binaries, or a skip saying how to get them.
 
-    Shared, so tests create their own namespaces (``unique_namespace``) and delete them.
-    Without the binaries: a skip saying how to get them, but a failure with ``CI=true`` (a
-    CI run that skips the judge proves nothing). Teardown checks, by PID, that no process is
-    left behind.
+    With ``CI=true`` a failure instead (a CI run that skips the judge proves nothing).
     """
     try:
-        find_binaries()
+        return find_binaries()
     except ControlPlaneError as exc:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true and the real control plane is missing: {exc}")
         pytest.skip("real control plane not built: run tools/control-plane/build")
-    running = start_control_plane()
+
+
+@pytest.fixture(scope="session")
+def real_control_plane(control_plane_binaries: Binaries) -> Iterator[RunningControlPlane]:
+    """One etcd + kube-apiserver 1.36 + kube-controller-manager for the whole session.
+
+    Shared, so tests create their own namespaces and delete them. Teardown checks, by PID,
+    that no process is left behind.
+    """
+    running = start_control_plane(binaries=control_plane_binaries)
     pids = list(running.pids.values())
     try:
         yield running

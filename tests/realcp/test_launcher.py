@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 from realcp_helpers import wait_for
 
-from vsphere_kale.controlplane import ControlPlaneError, RunningControlPlane, start_control_plane
+from vsphere_kale.controlplane import (
+    Binaries,
+    ControlPlaneError,
+    RunningControlPlane,
+    start_control_plane,
+)
 
 
 def alive(pid: int) -> bool:
@@ -29,10 +34,14 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_an_etcd_that_cannot_start_is_reported_with_its_last_log_line(tmp_path: Path) -> None:
+def test_an_etcd_that_cannot_start_is_reported_with_its_last_log_line(
+    control_plane_binaries: Binaries, tmp_path: Path
+) -> None:
     (tmp_path / "etcd").write_text("not a directory")  # where etcd wants its data directory
     with pytest.raises(ControlPlaneError) as caught:
-        start_control_plane(workdir=tmp_path, controller_manager=False)
+        start_control_plane(
+            workdir=tmp_path, controller_manager=False, binaries=control_plane_binaries
+        )
     message = str(caught.value)
     assert message.startswith("etcd exited with code 1; its last log line: ")
     assert str(tmp_path / "etcd.log") in message
@@ -53,6 +62,10 @@ def test_a_killed_etcd_is_named_and_two_control_planes_run_side_by_side(
             for n in real_control_plane.request_json("GET", "/api/v1/namespaces")["items"]
         ]
         assert "only-here" not in names
+        # MutatingAdmissionPolicy is served (GA in 1.36, and v1beta1 for older clients).
+        for version in ("v1", "v1beta1"):
+            served = second.request_json("GET", f"/apis/admissionregistration.k8s.io/{version}")
+            assert "mutatingadmissionpolicies" in {r["name"] for r in served["resources"]}
         # When: its etcd is killed.
         os.kill(second.pids["etcd"], signal.SIGKILL)
 
