@@ -155,13 +155,9 @@ def admin_api_call(installed: Installed, port: int, method: str, path: str, toke
         return int(response.status)
 
 
-def test_serve_as_the_service_account_meets_no_403(
-    installed: Installed, admin_api: client.ApiClient
-) -> None:
-    cp = installed.cp
-    since = len(cp.audit_events(username=SA_USER))
+def start_serve(installed: Installed, identity: str, *extra: str) -> Process:
     port = free_port()
-    serve = Process(
+    return Process(
         [
             "serve",
             "--kubeconfig",
@@ -177,12 +173,27 @@ def test_serve_as_the_service_account_meets_no_403(
             "--rwx-storage-class",
             NFS_CLASS,
             "--identity",
-            "replica-a",
+            identity,
+            *extra,
         ],
         port=port,
         ca_pem=installed.ca,
-        log=installed.tls / "serve.log",
+        log=installed.tls / f"serve-{identity}.log",
     ).start()
+
+
+def lease_holder(admin_api: client.ApiClient) -> str | None:
+    leases = client.CoordinationV1Api(admin_api).list_namespaced_lease(NS).items
+    return leases[0].spec.holder_identity if leases else None
+
+
+def test_serve_as_the_service_account_meets_no_403(
+    installed: Installed, admin_api: client.ApiClient
+) -> None:
+    cp = installed.cp
+    since = len(cp.audit_events(username=SA_USER))
+    serve = start_serve(installed, "replica-a")
+    port = serve.port
     names = [f"rbac-{secrets.token_hex(3)}" for _ in range(2)]
     try:
         # Given: two new Profiles and their namespaces.
@@ -209,8 +220,7 @@ def test_serve_as_the_service_account_meets_no_403(
             == 200
         )
         # The leader holds a real Lease.
-        lease = client.CoordinationV1Api(admin_api).list_namespaced_lease(NS).items
-        assert [item.spec.holder_identity for item in lease] == ["replica-a"]
+        assert lease_holder(admin_api) == "replica-a"
         # When: a Profile is deleted.
         delete_profile(admin_api, names[1])
     finally:
@@ -221,6 +231,7 @@ def test_serve_as_the_service_account_meets_no_403(
     work = cp.audit_events(username=SA_USER)[since:]
     verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in work}
     assert ("patch", "namespaces") in verbs
+    assert ("create", "events") in verbs
     assert ("create", "tokenreviews") in verbs
     assert ("create", "subjectaccessreviews") in verbs
     assert forbidden(cp, since) == []
@@ -255,6 +266,32 @@ def wait_authorized(
         f"{verb} {resource} allowed={allowed}",
         lambda: authz.create_subject_access_review(review).status.allowed == allowed,
     )
+
+
+def test_two_replicas_a_kill_9_of_the_leader_hands_over_the_real_lease(
+    installed: Installed, admin_api: client.ApiClient
+) -> None:
+    timing = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "1")
+    first = start_serve(installed, "replica-1", *timing)
+    second: Process | None = None
+    name = f"lead-{secrets.token_hex(3)}"
+    try:
+        wait_for("replica-1 leads", lambda: lease_holder(admin_api) == "replica-1")
+        second = start_serve(installed, "replica-2", *timing)
+        # When: the leader dies without a word (no Lease release).
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait(10)
+        # Then: the other replica takes the Lease once it expires, and does the leader's work.
+        wait_for("replica-2 leads", lambda: lease_holder(admin_api) == "replica-2", timeout=60)
+        make_profile(admin_api, name)
+        wait_for(f"{name} labelled by replica-2", lambda: enforce_label(admin_api, name))
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        delete_profile(admin_api, name)
+        client.CoordinationV1Api(admin_api).delete_collection_namespaced_lease(NS)
 
 
 def without_rule(rules: list[dict[str, Any]], resource: str, verb: str) -> list[dict[str, Any]]:
