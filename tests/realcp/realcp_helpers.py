@@ -131,3 +131,20 @@ def default_service_account(admin_api: client.ApiClient, namespace: str) -> None
         return True
 
     wait_for(f"serviceaccount {namespace}/default", probe)
+
+
+def wait_namespace_gone(admin_api: client.ApiClient, namespace: str) -> None:
+    """Until the namespace controller has emptied and removed ``namespace`` (a re-install
+    into a Terminating namespace would be refused)."""
+    core = client.CoreV1Api(admin_api)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(f"namespace {namespace} deleted", gone, timeout=120)

@@ -173,7 +173,7 @@ def check_recorded(recorded: dict[str, Any]) -> None:
     if os.environ.get("VSPHERE_KALE_RECORD_FIXTURES") == "1":
         FIXTURE.parent.mkdir(parents=True, exist_ok=True)
         document = {
-            "recordedFrom": f"kube-apiserver v{KUBE_VERSION} (tests/realcp/test_realcp_podsecurity.py)",
+            "recordedFrom": f"kube-apiserver v{KUBE_VERSION} ({Path(__file__).name})",
             "clusterDefaults": "enforce/audit/warn restricted:latest, kube-system exempt",
             "pods": {
                 "istio-init": "initContainer istio-init adding NET_ADMIN, NET_RAW as root; "

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from realcp_helpers import NFS_CLASS, Process, cli, free_port, wait_for
+from realcp_helpers import NFS_CLASS, Process, cli, free_port, wait_for, wait_namespace_gone
 
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.install import certs
@@ -95,6 +95,7 @@ def installed(
         rbac.delete_cluster_role(PSP_ROLE)
         gone = cli("uninstall", "--kubeconfig", admin_kubeconfig)
         assert gone.returncode == 0, gone.stderr
+        wait_namespace_gone(admin_api, NS)
 
 
 def make_profile(admin_api: client.ApiClient, name: str) -> None:

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
-from realcp_helpers import BLOCK_CLASS, NFS_CLASS, Process, cli, free_port, kubectl
+from realcp_helpers import (
+    BLOCK_CLASS,
+    NFS_CLASS,
+    Process,
+    cli,
+    free_port,
+    kubectl,
+    wait_namespace_gone,
+)
 
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.install import certs
@@ -110,6 +118,7 @@ def installed(
         webhook.stop()
         gone = cli("uninstall", "--kubeconfig", kubeconfig)
         assert gone.returncode == 0, gone.stderr
+        wait_namespace_gone(admin_api, "vsphere-kale")
 
 
 def read_claim(api: client.ApiClient, namespace: str, name: str) -> client.V1PersistentVolumeClaim:
