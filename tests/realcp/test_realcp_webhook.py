@@ -223,3 +223,18 @@ def test_failure_policy_ignore_admits_claims_unchanged_while_serve_is_down(
     )
     assert done.returncode == 0, done.stderr
     assert read_claim(admin_api, namespace, "after").spec.storage_class_name == NFS_CLASS
+
+
+def test_install_without_webhook_url_points_the_webhook_back_at_the_service(
+    installed: Installed, admin_api: client.ApiClient
+) -> None:
+    kubeconfig = str(installed.cp.kubeconfig_path)
+    done = cli("install", "--kubeconfig", kubeconfig, "--rwx-storage-class", NFS_CLASS)
+    assert done.returncode == 0, done.stderr
+    hooks = client.AdmissionregistrationV1Api(admin_api).read_mutating_webhook_configuration(
+        "vsphere-kale"
+    )
+    config = hooks.webhooks[0].client_config
+    assert config.url is None
+    assert (config.service.namespace, config.service.name) == ("vsphere-kale", "vsphere-kale")
+    assert config.ca_bundle  # the same CA stays trusted
