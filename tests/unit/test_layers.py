@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,16 @@ def test_leader_election_overrides_match_the_installed_library() -> None:
         found = getattr(owners[owner], method, None)
         assert found is not None, f"kubernetes no longer has {qualified}"
         assert tuple(inspect.signature(found).parameters) == expected, qualified
+
+
+def test_the_import_contracts_hold() -> None:
+    # The layers of pyproject's [tool.importlinter]: the pure core imports no I/O, the Jupyter
+    # extension no reconciler or webhook, nothing but the CLI the commands, the sandbox none
+    # of the product but errors and policy, and only kube/ the Kubernetes client.
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which(
+        "lint-imports"
+    )
+    assert lint, "lint-imports is not installed (pip install -e .[test])"
+    done = subprocess.run([lint], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 kept, 0 broken" in done.stdout
