@@ -29,6 +29,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vsphere_kale.errors import CertificateError
 
+# Re-exported: the webhook and rotation read bundles through certs, as before.
+from vsphere_kale.policy.pem import load_ca_bundle as load_ca_bundle
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 CA_CERT_FILE = "ca.crt"
@@ -388,18 +391,6 @@ def expires_within(cert_pem: bytes, days: float, *, now: datetime.datetime | Non
     """True when the certificate expires within ``days`` from ``now`` (or already has)."""
     moment = now or _now()
     return not_after(cert_pem) <= moment + datetime.timedelta(days=days)
-
-
-def load_ca_bundle(pem_bytes: bytes) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle (e.g. a caBundle holding the old and the new CA
-    during rotation). Raises :class:`CertificateError` when there is none or one is broken."""
-    try:
-        certs = x509.load_pem_x509_certificates(pem_bytes)
-    except ValueError as exc:
-        raise CertificateError(f"CA bundle is not valid PEM: {exc}") from exc
-    if not certs:  # pragma: no cover - cryptography raises for an empty bundle already
-        raise CertificateError("CA bundle holds no certificate")
-    return certs
 
 
 def describe_pair(cert_pem: bytes, key_pem: bytes) -> str:

@@ -18,9 +18,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -37,11 +37,11 @@ from vsphere_kale.kube.discovery import Discovery
 from vsphere_kale.kube.resources import Resource
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-Timeout = tuple[float, float]
-DEFAULT_TIMEOUT: Timeout = (10.0, 30.0)
+Timeout = float | tuple[float, float]
+"""Total seconds, or (connect, read) seconds, as urllib3 takes them."""
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
 """(connect, read) seconds: a hung API server fails a request instead of a thread."""
 
 Warnings = list[str]
@@ -153,12 +153,6 @@ def kube_errors(action: str) -> Iterator[None]:
         raise translate(exc, action=action) from exc
     except (Urllib3HTTPError, OSError) as exc:
         raise KubeUnavailable(f"{action}: API server unreachable ({exc})") from exc
-
-
-def call(action: str, fn: Callable[[], T]) -> T:
-    """Run one client call, translating its errors (``call("get ns", lambda: v1.read...)``)."""
-    with kube_errors(action):
-        return fn()
 
 
 def parse_warnings(values: Sequence[str]) -> list[str]:

@@ -89,9 +89,15 @@ EVENT = _core("events", "Event")
 TOKEN_REQUEST = Resource("", "v1", "serviceaccounts", True, "TokenRequest", subresource="token")
 """Created as the ``token`` subresource of a ServiceAccount (``create(..., name=account)``)."""
 
+ENDPOINTS = _core("endpoints", "Endpoints")
 STORAGE_CLASS = Resource("storage.k8s.io", "v1", "storageclasses", False, "StorageClass")
 LEASE = Resource("coordination.k8s.io", "v1", "leases", True, "Lease")
 DEPLOYMENT = Resource("apps", "v1", "deployments", True, "Deployment")
+POD_DISRUPTION_BUDGET = Resource(
+    "policy", "v1", "poddisruptionbudgets", True, "PodDisruptionBudget"
+)
+CERT_MANAGER_ISSUER = Resource("cert-manager.io", "v1", "issuers", True, "Issuer")
+CERT_MANAGER_CERTIFICATE = Resource("cert-manager.io", "v1", "certificates", True, "Certificate")
 
 _RBAC = "rbac.authorization.k8s.io"
 ROLE_BINDING = Resource(_RBAC, "v1", "rolebindings", True, "RoleBinding")
@@ -149,9 +155,13 @@ BY_KIND: dict[tuple[str, str], Resource] = {
         SERVICE,
         POD,
         EVENT,
+        ENDPOINTS,
         STORAGE_CLASS,
         LEASE,
         DEPLOYMENT,
+        POD_DISRUPTION_BUDGET,
+        CERT_MANAGER_ISSUER,
+        CERT_MANAGER_CERTIFICATE,
         ROLE_BINDING,
         ROLE,
         CLUSTER_ROLE,

@@ -21,17 +21,12 @@ Rules, in one place:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from cryptography import x509
-
-from vsphere_kale.errors import CertificateError
-from vsphere_kale.install.certs import load_ca_bundle
+from vsphere_kale.policy.pem import decode_ca_bundle
 from vsphere_kale.policy.storage import OPT_OUT_ANNOTATION, effective_class
 from vsphere_kale.settings import StorageSettings
 
@@ -656,18 +651,6 @@ def _sentence(text: str) -> str:
 
 
 # --- webhook ----------------------------------------------------------------------------------
-
-
-def decode_ca_bundle(ca_bundle: str) -> list[x509.Certificate]:
-    """The certificates in a webhook ``caBundle`` (base64 of PEM); ``ValueError`` if none."""
-    try:
-        pem = base64.b64decode(ca_bundle, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("caBundle is not valid base64") from exc
-    try:
-        return load_ca_bundle(pem)
-    except CertificateError as exc:
-        raise ValueError("caBundle holds no valid PEM certificate") from exc
 
 
 def decide_webhook(
