@@ -389,8 +389,8 @@ def decide_pod_security(
     assert not isinstance(namespaces, health.Unreadable)
     assert not isinstance(bindings, health.Unreadable)
     assert not isinstance(profiles, health.Unreadable)
-    profile_names = {
-        (p.get("metadata") or {}).get("name") for p in (profiles or []) if isinstance(p, dict)
+    profile_by_name = {
+        (p.get("metadata") or {}).get("name"): p for p in (profiles or []) if isinstance(p, dict)
     }
     by_ns: dict[str, list[Any]] = {}
     for b in bindings:
@@ -400,7 +400,13 @@ def decide_pod_security(
     conflicts: list[str] = []
     for ns_obj in namespaces:
         ns = (ns_obj.get("metadata") or {}).get("name", "")
-        is_managed, _ = podsecurity.decide_managed(ns, has_profile=ns in profile_names, settings=ps)
+        is_managed, _ = podsecurity.decide_managed(
+            ns,
+            profile=profile_by_name.get(ns),
+            namespace_obj=ns_obj,
+            settings=ps,
+            service_namespace=settings.namespace,
+        )
         if not is_managed:
             continue
         managed.append(ns)

@@ -212,7 +212,9 @@ def fetch_discovery(api_client: client.ApiClient) -> Discovery:
 
 
 class FactSource(Protocol):
-    def has_profile(self, name: str) -> bool: ...
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        """The same-named Profile (its uid decides ownership), or None."""
+        ...
 
     def namespace(self, name: str) -> Mapping[str, Any] | None: ...
 
@@ -225,6 +227,9 @@ class FactSource(Protocol):
 def profiles_path(version: str, *name: str) -> str:
     return path("apis", PROFILE_GROUP, version, "profiles", *name)
 
+
+#: Event reason on a namespace a same-named Profile exists for but that we refuse to manage.
+NOT_OWNED = "PodSecurityNamespaceSkipped"
 
 NAMESPACES_PATH = path("api", "v1", "namespaces")
 ALL_ROLEBINDINGS_PATH = path("apis", "rbac.authorization.k8s.io", "v1", "rolebindings")
@@ -243,16 +248,16 @@ class LiveSource:
         self._api = JsonApi(api_client)
         self._discovery = discovery
 
-    def has_profile(self, name: str) -> bool:
+    def profile(self, name: str) -> Mapping[str, Any] | None:
         version = self._discovery.profile_version
         if version is None:
-            return False
+            return None
         try:
             with kube_errors(f"get profile {name}"):
-                self._api.get(profiles_path(version, name))
+                obj: dict[str, Any] = self._api.get(profiles_path(version, name))
+                return obj
         except KubeNotFound:
-            return False
-        return True
+            return None
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         try:
@@ -274,13 +279,13 @@ class SnapshotSource:
         with kube_errors("list namespaces"):
             items = api.request("GET", NAMESPACES_PATH, timeout=LIST_TIMEOUT)
         self.namespaces = {i["metadata"]["name"]: i for i in items.get("items") or []}
-        self.profiles: set[str] = set()
+        self.profiles: dict[str, Mapping[str, Any]] = {}
         if discovery.profile_version is not None:
             with kube_errors("list profiles"):
                 profiles = api.request(
                     "GET", profiles_path(discovery.profile_version), timeout=LIST_TIMEOUT
                 )
-            self.profiles = {p["metadata"]["name"] for p in profiles.get("items") or []}
+            self.profiles = {p["metadata"]["name"]: p for p in profiles.get("items") or []}
         self._bindings: dict[str, list[Mapping[str, Any]]] = {}
         if psp:
             with kube_errors("list managed rolebindings"):
@@ -293,8 +298,8 @@ class SnapshotSource:
             for b in bindings.get("items") or []:
                 self._bindings.setdefault(b["metadata"]["namespace"], []).append(b)
 
-    def has_profile(self, name: str) -> bool:
-        return name in self.profiles
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        return self.profiles.get(name)
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self.namespaces.get(name)
@@ -389,8 +394,20 @@ class PodSecurityApplier:
             return Attempt(NamespaceResult(name, "skipped", (), "Pod-security management is off."))
         uid = ""
         try:
-            managed, why = decide_managed(name, has_profile=source.has_profile(name), settings=ps)
+            profile = source.profile(name)
+            ns_obj = source.namespace(name)
+            managed, why = decide_managed(
+                name,
+                profile=profile,
+                namespace_obj=ns_obj,
+                settings=ps,
+                service_namespace=self.settings.namespace,
+            )
             if not managed:
+                if profile is not None and ns_obj is not None:
+                    # A same-named Profile exists but we refuse the namespace (not its owner,
+                    # or a system namespace): say so where the admin looks.
+                    self._refused(name, ns_obj, why, dry_run=dry_run)
                 return Attempt(
                     NamespaceResult(name, "skipped", (), sentence(f"not managed: {why}"))
                 )
@@ -429,6 +446,19 @@ class PodSecurityApplier:
                 )
             return Attempt(
                 NamespaceResult(name, "failed", (), message), retry_after=_retry_after(exc)
+            )
+
+    def _refused(self, name: str, ns_obj: Mapping[str, Any], why: str, *, dry_run: bool) -> None:
+        log.warning(
+            "namespace %s: skipped: %s",
+            name,
+            why,
+            extra={"namespace": name, "outcome": "skipped"},
+        )
+        if self.events is not None and not dry_run:
+            uid = str((ns_obj.get("metadata") or {}).get("uid") or "")
+            self.events.record(
+                name, uid=uid, reason=NOT_OWNED, message=sentence(f"skipped: {why}"), warning=True
             )
 
     def _failure_message(self, name: str, exc: KubeError) -> str:

@@ -198,7 +198,15 @@ class _Informer:
             log.warning("informer %s did not stop within %.1fs", self.name, timeout)
 
 
-_KEEP_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+# ownerReferences: a namespace is managed only when its controller reference is its Profile.
+_KEEP_META = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "deletionTimestamp",
+    "ownerReferences",
+)
 _KEEP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # informer: (top-level keys kept besides metadata, metadata maps kept and interned)
     "namespaces": (("status",), ("labels", "annotations")),
@@ -255,8 +263,9 @@ class CacheSource:
     def __init__(self, reconciler: Reconciler) -> None:
         self._r = reconciler
 
-    def has_profile(self, name: str) -> bool:
-        return self._r._get("profiles", name) is not None
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        profile: Mapping[str, Any] | None = self._r._get("profiles", name)
+        return profile
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self._r._get("namespaces", name)
@@ -556,7 +565,11 @@ class Reconciler:
         names = []
         for name in informer.informer.cache.list_keys():
             managed, _ = decide_managed(
-                name, has_profile=self._get("profiles", name) is not None, settings=ps
+                name,
+                profile=self._get("profiles", name),
+                namespace_obj=self._get("namespaces", name),
+                settings=ps,
+                service_namespace=self.settings.namespace,
             )
             if managed:
                 names.append(name)
