@@ -208,6 +208,20 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class AdminApiSettings:
+    """Who the admin API accepts tokens from."""
+
+    audience: str = field(default="vsphere-kale", metadata=_key("audience", _subdomain))
+    """The audience the admin API's TokenReview asks for. Notebook pods mount a projected
+    service-account token for it (deploy/examples/poddefault-admin-token.yaml): such a token is
+    useless against the Kubernetes API, so the service cannot act as the notebook with it."""
+
+    require_audience: bool = field(default=False, metadata=_key("requireAudience"))
+    """Refuse tokens not minted for ``audience`` (the notebooks' default API-audience token).
+    Off by default for migration: turn it on once every notebook mounts the projected token."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped as in the YAML file."""
 
@@ -216,6 +230,7 @@ class Settings:
         default_factory=PodSecuritySettings, metadata=_key("podSecurity")
     )
     server: ServerSettings = field(default_factory=ServerSettings, metadata=_key("server"))
+    admin_api: AdminApiSettings = field(default_factory=AdminApiSettings, metadata=_key("adminApi"))
     namespace: str = field(default="vsphere-kale", metadata=_key("namespace", _label))
     """The controller's own namespace: never rewritten by the webhook, home of its Lease."""
 
@@ -225,7 +240,7 @@ class Settings:
         return frozenset(self.storage.excluded_namespaces) | {self.namespace}
 
 
-_GROUPS = (StorageSettings, PodSecuritySettings, ServerSettings)
+_GROUPS = (StorageSettings, PodSecuritySettings, ServerSettings, AdminApiSettings)
 
 
 def _type_name(value: object) -> str:
@@ -386,7 +401,7 @@ def settings_to_mapping(settings: Settings) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(obj):
             value = getattr(obj, f.name)
-            if isinstance(value, ServerSettings) and value == ServerSettings():
+            if isinstance(value, ServerSettings | AdminApiSettings) and value == type(value)():
                 continue  # budgets are written only when changed: rendered files stay short
             if isinstance(value, _GROUPS):
                 out[f.metadata["key"]] = dump(value)

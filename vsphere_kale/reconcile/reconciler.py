@@ -535,6 +535,12 @@ class Reconciler:
     def is_leader(self) -> bool:
         return self._leading.is_set() and not self._stop.is_set()
 
+    def leader_identity(self) -> str:
+        """The current leader's identity as this replica last saw it ("" when unknown)."""
+        if self.is_leader():
+            return self.identity
+        return self._elector.leader_identity() if self._elector is not None else ""
+
     def has_synced(self) -> bool:
         if not self._started or self.discovery is None:
             return False
