@@ -31,9 +31,10 @@ PSA_LEVELS = ("privileged", "baseline", "restricted")
 
 # RFC 1123 subdomain: storage class, ClusterRole and RoleBinding names. ClusterRole names
 # may also hold ':' (``psp:vmware-system-privileged``), which RBAC allows (path segment names).
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_RBAC_NAME = re.compile(r"^[^/%]+$")
+# \Z, not $: "$" also matches before a trailing newline ("nfs-client\n" passed).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_RBAC_NAME = re.compile(r"[^/%\x00-\x1f\x7f]+\Z")
 
 
 def _subdomain(value: str) -> str | None:

@@ -7,6 +7,8 @@ every wait polls a condition (bounded), nothing sleeps to assert.
 from __future__ import annotations
 
 import http.client
+import io
+import logging
 import os
 import socket
 import ssl
@@ -37,6 +39,7 @@ from test_webhook_server import (
 )
 
 from vsphere_kale.settings import MiB, ServerSettings, Settings
+from vsphere_kale.webhook.logs import TextFormatter
 from vsphere_kale.webhook.server import MAX_BODY_BYTES, WebhookServer
 
 MUTATE = "/mutate/persistentvolumeclaims"
@@ -321,3 +324,32 @@ def test_stalled_8_mib_bodies_do_not_grow_memory_past_the_budget(
             sock.close()
         proc.kill()
         proc.wait(10)
+
+
+# --- finding 3: what a review's fields can do to the text log ------------------------------
+
+
+def test_review_fields_cannot_forge_text_log_lines(
+    serve: Callable[..., WebhookServer], ca: Path
+) -> None:
+    server = serve()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("vsphere_kale.webhook.server")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        body = review_body(uid="u" * 1_000_000)
+        body["request"]["namespace"] = "alice\r\n2026-12-03 10:00:00,000 ERROR forged: pwned"
+        body["request"]["userInfo"]["username"] = "mallory\nINFO also forged"
+        response = request(server.port, ca, "POST", MUTATE, encode(body))
+        assert response.status == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines  # one record, one line
+    assert "forged: pwned" in lines[0] and "\\r\\n2026" in lines[0]
+    assert len(lines[0]) < 2048  # the 1 MB uid was cut

@@ -48,6 +48,11 @@ from vsphere_kale.install import certs
 from vsphere_kale.settings import Settings
 from vsphere_kale.webhook import admission
 from vsphere_kale.webhook.limits import Budget, decide_body_reservation
+from vsphere_kale.webhook.logs import TEXT_FORMAT as TEXT_FORMAT
+from vsphere_kale.webhook.logs import JsonFormatter as JsonFormatter
+from vsphere_kale.webhook.logs import TextFormatter as TextFormatter
+from vsphere_kale.webhook.logs import configure_logging as configure_logging
+from vsphere_kale.webhook.logs import reduce_logging_overhead as reduce_logging_overhead
 from vsphere_kale.webhook.metrics import CONTENT_TYPE, WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -67,80 +72,6 @@ _DISCARD_LIMIT = 4 * MAX_BODY_BYTES
 
 JsonObject = dict[str, Any]
 ReadyCheck = Callable[[], "str | None"]
-
-
-# --- logging -------------------------------------------------------------------------------
-
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, plus the record's ``extra``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: JsonObject = {
-            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-class TextFormatter(logging.Formatter):
-    """:data:`TEXT_FORMAT` with the date part of the timestamp cached per second
-    (``localtime`` + ``strftime`` were a third of the cost of a rewrite's log line)."""
-
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-        self._second = -1
-        self._prefix = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
-            self._second = second
-        return f"{self._prefix},{int(record.msecs):03d}"
-
-
-def reduce_logging_overhead() -> None:
-    """Skip per-record work nobody reads in a one-thread server: the caller's file and line,
-    thread and process names (the "Optimization" section of the logging HOWTO). Halves the
-    cost of a log call."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-
-
-def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
-    """Process-wide logging for a server process (``text`` or ``json`` lines on stderr).
-
-    Not part of :class:`WebhookServer`: logging is global to the process, and tests run
-    several servers in one process.
-    """
-    if log_format not in ("text", "json"):
-        raise ConfigError("--log-format", f"{log_format!r} is not one of: text, json")
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    reduce_logging_overhead()
-    # tornado's access log would add a line per request; our handlers log what matters.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
 
 
 # --- TLS -----------------------------------------------------------------------------------
