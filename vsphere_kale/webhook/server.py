@@ -43,8 +43,7 @@ import tornado.routing
 import tornado.web
 from tornado import httputil
 
-from vsphere_kale.errors import AdmissionError, CertificateError, ConfigError
-from vsphere_kale.install import certs
+from vsphere_kale.errors import AdmissionError, ConfigError
 from vsphere_kale.settings import Settings
 from vsphere_kale.webhook import admission
 from vsphere_kale.webhook.limits import Budget, decide_body_reservation
@@ -54,6 +53,7 @@ from vsphere_kale.webhook.logs import TextFormatter as TextFormatter
 from vsphere_kale.webhook.logs import configure_logging as configure_logging
 from vsphere_kale.webhook.logs import reduce_logging_overhead as reduce_logging_overhead
 from vsphere_kale.webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from vsphere_kale.webhook.tls import TlsMaterial, build_tls_context, file_signature
 
 log = logging.getLogger(__name__)
 
@@ -72,75 +72,6 @@ _DISCARD_LIMIT = 4 * MAX_BODY_BYTES
 
 JsonObject = dict[str, Any]
 ReadyCheck = Callable[[], "str | None"]
-
-
-# --- TLS -----------------------------------------------------------------------------------
-
-
-def _read(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(flag, f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _file_signature(paths: Sequence[Path]) -> tuple[object, ...]:
-    """What changes when a file is replaced: the resolved target (a Secret volume swaps the
-    ``..data`` symlink), its inode, mtime and size. A missing file is part of the state too."""
-    parts: list[object] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            parts.append((os.path.realpath(path), st.st_ino, st.st_mtime_ns, st.st_size))
-        except OSError as exc:
-            parts.append((str(path), exc.errno))
-    return tuple(parts)
-
-
-class _TlsMaterial:
-    """A loaded ``SSLContext`` plus what we log and export about its certificate."""
-
-    def __init__(self, context: ssl.SSLContext, subject: str, expires: datetime.datetime) -> None:
-        self.context = context
-        self.subject = subject
-        self.expires = expires
-
-
-def build_tls_context(
-    cert_file: Path, key_file: Path, *, client_ca_file: Path | None = None
-) -> _TlsMaterial:
-    """A server ``SSLContext`` (TLS >= 1.2) from the files; ConfigError names the bad flag."""
-    cert_pem = _read(cert_file, "--cert-file")
-    key_pem = _read(key_file, "--key-file")
-    try:
-        certs.load_ca_bundle(cert_pem)  # the whole chain parses
-    except CertificateError as exc:
-        raise ConfigError("--cert-file", f"{cert_file} holds no valid PEM certificate") from exc
-    try:
-        subject = certs.describe_pair(cert_pem, key_pem)
-        expires = certs.not_after(cert_pem)
-    except CertificateError as exc:
-        raise ConfigError("--key-file", f"{key_file}: {exc}") from exc
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    # tornado speaks HTTP/1.1 only; saying so stops a Go client from trying h2 first.
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        # The files are read a second time here (ssl loads from paths only). A rotation in
-        # between gives either a consistent newer pair or an SSLError, never a mixed context.
-        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("--cert-file", f"cannot load {cert_file} / {key_file}: {exc}") from exc
-    if client_ca_file is not None:
-        _read(client_ca_file, "--client-ca-file")
-        try:
-            context.load_verify_locations(cafile=str(client_ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "--client-ca-file", f"{client_ca_file} holds no usable CA certificate: {exc}"
-            ) from exc
-        context.verify_mode = ssl.CERT_REQUIRED
-    return _TlsMaterial(context, subject, expires)
 
 
 # --- handlers ------------------------------------------------------------------------------
@@ -651,7 +582,7 @@ class WebhookServer:
         self._watched = [self._cert_file, self._key_file]
         if self._client_ca_file is not None:
             self._watched.append(self._client_ca_file)
-        self._loaded_signature = _file_signature(self._watched)
+        self._loaded_signature = file_signature(self._watched)
         self._suspect_signature: tuple[object, ...] | None = None
         self._reported_signature: tuple[object, ...] | None = None
         self._tls = self._load_tls()
@@ -691,12 +622,12 @@ class WebhookServer:
 
     # -- TLS --
 
-    def _load_tls(self) -> _TlsMaterial:
+    def _load_tls(self) -> TlsMaterial:
         return build_tls_context(
             self._cert_file, self._key_file, client_ca_file=self._client_ca_file
         )
 
-    def _set_tls(self, material: _TlsMaterial) -> None:
+    def _set_tls(self, material: TlsMaterial) -> None:
         self._tls = material
         self.metrics.cert_expiry.set(material.expires.timestamp())
 
@@ -715,7 +646,7 @@ class WebhookServer:
         before an ERROR is logged, because writers that replace the two files one after the
         other (``vsphere-kale certs --force``) briefly leave a new certificate with an old key.
         """
-        signature = _file_signature(self._watched)
+        signature = file_signature(self._watched)
         if signature in (self._loaded_signature, self._reported_signature):
             return False
         try:
