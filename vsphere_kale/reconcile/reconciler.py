@@ -644,7 +644,9 @@ class Reconciler:
             delay = self._queue.add_rate_limited(key, retry_after=attempt.retry_after)
             log.info("namespace %s: retrying in %.1fs", key, delay)
         else:
-            self._queue.forget(key)
+            # A key that had failed and now succeeds means the API is back: the others'
+            # backoffs are reset too, so convergence after a fault storm takes seconds.
+            self._queue.forget(key, recovered=True)
         self._resolve(waiters, attempt.result)
 
     def _settled(self, namespace: str) -> bool:
