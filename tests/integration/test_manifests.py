@@ -284,11 +284,12 @@ def test_our_namespace_enforces_the_restricted_pod_security_standard(
 CLUSTER_RULES = [
     (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
     (("kubeflow.org",), ("profiles",), ("get", "list", "watch"), ()),
+    (("rbac.authorization.k8s.io",), ("rolebindings",), ("get", "list", "watch", "create"), ()),
     (
         ("rbac.authorization.k8s.io",),
         ("rolebindings",),
-        ("get", "list", "watch", "create", "patch", "delete"),
-        (),
+        ("patch", "delete"),
+        ("vsphere-kale-psp",),
     ),
     (
         ("rbac.authorization.k8s.io",),
@@ -310,7 +311,8 @@ CLUSTER_RULES = [
     (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
 ]
 NAMESPACE_RULES = [
-    (("coordination.k8s.io",), ("leases",), ("get", "create", "update"), ()),
+    (("coordination.k8s.io",), ("leases",), ("create",), ()),
+    (("coordination.k8s.io",), ("leases",), ("get", "update"), ("vsphere-kale-leader",)),
     (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
     (("",), ("secrets",), ("get", "update", "patch"), ("vsphere-kale-tls",)),
 ]
@@ -403,7 +405,7 @@ def test_cert_manager_mode_drops_the_rotation_permissions(
                 (g, r, ("get",), n) if r == ("mutatingwebhookconfigurations",) else (g, r, v, n)
                 for g, r, v, n in CLUSTER_RULES
             ], combo_id(combo)
-            assert namespaced == NAMESPACE_RULES[:2], combo_id(combo)
+            assert namespaced == NAMESPACE_RULES[:3], combo_id(combo)
         else:
             assert cluster == CLUSTER_RULES, combo_id(combo)
             assert namespaced == NAMESPACE_RULES, combo_id(combo)

@@ -286,11 +286,11 @@ def test_psp_managed_binding_ok_without_full_list() -> None:
     assert got.outcome == "ok" and not got.actions and not got.needs_all_bindings
 
 
-def test_psp_old_tool_binding_is_adopted_not_duplicated() -> None:
+def test_psp_old_tool_binding_is_enough_and_left_alone() -> None:
+    # Not patched: RBAC lets the service patch only its own binding (resourceNames).
     got = psp_plan(rb("rb-all-sa_ns-alice"))
-    assert got.outcome == "ok"
-    assert got.actions == (PatchBinding("alice", "rb-all-sa_ns-alice", label=True, adopt=True),)
-    assert "rb-all-sa_ns-alice" in got.reason and "adopting" in got.reason
+    assert got.outcome == "ok" and got.actions == ()
+    assert "rb-all-sa_ns-alice" in got.reason and "left as it is" in got.reason
 
 
 def test_psp_adopted_binding_is_ok_thereafter() -> None:
@@ -308,7 +308,7 @@ def test_psp_equivalent_binding_with_extra_subjects_satisfies() -> None:
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "admin@example.com"},
     ]
     got = psp_plan(rb("legacy", subjects=subjects))
-    assert got.outcome == "ok" and isinstance(got.actions[0], PatchBinding)
+    assert got.outcome == "ok" and got.actions == ()  # enough, and not ours to patch
 
 
 def test_psp_binding_for_other_namespace_group_does_not_satisfy() -> None:

@@ -94,10 +94,17 @@ def build_required_access(settings: Settings, *, cert_manager: bool = False) -> 
     out += _each(["get", "list", "watch", "patch"], [""], "namespaces", "reconciler")
     out += _each(["get", "list", "watch"], ["kubeflow.org"], "profiles", "reconciler")
     out += _each(
-        ["get", "list", "watch", "create", "patch", "delete"],
+        ["get", "list", "watch", "create"],
         ["rbac.authorization.k8s.io"],
         "rolebindings",
         "psp mode: per-namespace RoleBinding",
+    )
+    out += _each(
+        ["patch", "delete"],
+        ["rbac.authorization.k8s.io"],
+        "rolebindings",
+        "psp mode: repair our own RoleBinding (by name)",
+        name=settings.pod_security.role_binding_name,
     )
     out += _each(
         ["bind"],
@@ -119,12 +126,14 @@ def build_required_access(settings: Settings, *, cert_manager: bool = False) -> 
     )
     out += _each(["create"], ["authentication.k8s.io"], "tokenreviews", "admin API: TokenReview")
     out += _each(["create"], ["authorization.k8s.io"], "subjectaccessreviews", "admin API: SAR")
+    out += _each(["create"], ["coordination.k8s.io"], "leases", "leader election", namespace=ns)
     out += _each(
-        ["get", "create", "update"],
+        ["get", "update"],
         ["coordination.k8s.io"],
         "leases",
-        "leader election",
+        "leader election: our Lease, by name",
         namespace=ns,
+        name="vsphere-kale-leader",  # vsphere_kale.reconcile.leader.LEASE_NAME
     )
     out += _each(
         ["create", "patch"], ["", "events.k8s.io"], "events", "Events on our objects", namespace=ns

@@ -25,9 +25,11 @@ PSP mode
 RoleBinding ``roleBindingName`` -> ClusterRole ``pspClusterRole`` for Group
 ``system:serviceaccounts:<ns>``, labelled ``app.kubernetes.io/managed-by: vsphere-kale``.
 Any RoleBinding with the same roleRef whose subjects include that group satisfies the
-namespace (the earlier tool's ``rb-all-sa_ns-<ns>``): it is *adopted* by adding our
-managed-by label, so it shows up in the reconciler's label-selected watch and no duplicate is
-ever created. Our own binding whose subjects were edited is patched back; one whose roleRef
+namespace (the earlier tool's ``rb-all-sa_ns-<ns>``), so no duplicate is ever created. It is
+left untouched: the service may patch and delete only the binding named ``roleBindingName``
+(RBAC ``resourceNames``; issue 10, finding 6). A binding with our name but no label is
+*adopted* by adding our managed-by label, so it shows up in the label-selected watch. Our
+own binding whose subjects were edited is patched back; one whose roleRef
 was edited is deleted and re-created, because roleRef is immutable.
 
 Facts may hold only the *managed* bindings of a namespace (what the reconciler's
@@ -401,12 +403,10 @@ def _plan_binding(ns: str, want: DesiredBinding, actual: NamespaceFacts) -> Plan
         )
         if other.managed:
             return Plan(ns, "ok", why)
-        return Plan(
-            ns,
-            "ok",
-            why + "; adopting it instead of creating a duplicate",
-            actions=(PatchBinding(ns, other.name, label=True, adopt=True),),
-        )
+        # Not labelled, and not ours to label: the service may patch and delete only the
+        # RoleBinding named podSecurity.roleBindingName (RBAC resourceNames), so an equivalent
+        # binding (the old tool's rb-all-sa_ns-<ns>) is left as it is and counted as enough.
+        return Plan(ns, "ok", why + "; left as it is instead of creating a duplicate")
     if not actual.all_bindings:
         return Plan(
             ns,
