@@ -92,8 +92,13 @@ def test_serving_certificate_must_be_signed_by_the_bundle_and_outlive_30_days() 
 
 def namespace(name: str, **labels: str) -> dict[str, Any]:
     """A namespace owned by the same-named Profile (as Kubeflow's profile controller makes it)."""
-    owner = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "name": name,
-             "uid": f"uid-{name}", "controller": True}
+    owner = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "name": name,
+        "uid": f"uid-{name}",
+        "controller": True,
+    }
     return {"metadata": {"name": name, "labels": labels, "ownerReferences": [owner]}}  # fmt: skip
 
 
