@@ -11,6 +11,7 @@ the environment for configuration.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -30,9 +31,10 @@ PSA_LEVELS = ("privileged", "baseline", "restricted")
 
 # RFC 1123 subdomain: storage class, ClusterRole and RoleBinding names. ClusterRole names
 # may also hold ':' (``psp:vmware-system-privileged``), which RBAC allows (path segment names).
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_RBAC_NAME = re.compile(r"^[^/%]+$")
+# \Z, not $: "$" also matches before a trailing newline ("nfs-client\n" passed).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_RBAC_NAME = re.compile(r"[^/%\x00-\x1f\x7f]+\Z")
 
 
 def _subdomain(value: str) -> str | None:
@@ -62,9 +64,16 @@ def _one_of(choices: tuple[str, ...], what: str) -> Callable[[str], str | None]:
     return check
 
 
-def _key(name: str, check: Callable[[str], str | None] | None = None) -> dict[str, Any]:
-    """Field metadata: the YAML key and an optional per-string validator."""
-    return {"key": name, "check": check}
+def _key(
+    name: str,
+    check: Callable[[str], str | None] | None = None,
+    *,
+    bounds: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Field metadata: the YAML key, an optional per-string validator, and for numbers the
+    inclusive bounds (every number has some: ``resyncSeconds: 100000000000000000000`` once
+    overflowed the timer of the resync thread and killed it)."""
+    return {"key": name, "check": check, "bounds": bounds}
 
 
 @dataclass(frozen=True)
@@ -144,9 +153,73 @@ class PodSecuritySettings:
     """Overwrite PSA labels an admin set by hand. Off by default: an explicit choice on a
     namespace beats our default."""
 
-    resync_seconds: int = field(default=600, metadata=_key("resyncSeconds"))
+    resync_seconds: int = field(
+        default=600, metadata=_key("resyncSeconds", bounds=(10, 7 * 24 * 3600))
+    )
     """Full resync period. Watches already make the reconciler level-triggered; the resync
-    only catches what a lost watch event could hide."""
+    only catches what a lost watch event could hide. At least 10 s (each resync lists every
+    managed namespace), at most a week."""
+
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Budgets of the HTTPS server (webhook and admin API), against hostile clients: the
+    webhook port takes unauthenticated connections. Measured defaults in docs/security.md."""
+
+    body_timeout_seconds: float = field(
+        default=10.0, metadata=_key("bodyTimeoutSeconds", bounds=(0.05, 300))
+    )
+    """From a request's headers to the end of its body. The API server sends a review in one
+    write and gives up after its webhook timeout (10 s by default, at most 30 s)."""
+
+    idle_timeout_seconds: float = field(
+        default=120.0, metadata=_key("idleTimeoutSeconds", bounds=(0.05, 3600))
+    )
+    """How long a connection may wait for a request's headers (also bounds a slowloris header
+    trickle and a stalled TLS handshake). Above Go's 90 s idle timeout, so the API server
+    closes its idle keep-alive connections first."""
+
+    max_connections: int = field(default=512, metadata=_key("maxConnections", bounds=(1, 65536)))
+    """Open connections in total; more are closed on accept."""
+
+    max_connections_per_address: int = field(
+        default=256, metadata=_key("maxConnectionsPerAddress", bounds=(1, 65536))
+    )
+    """Open connections from one client address (each API server replica is one address)."""
+
+    max_body_bytes: int = field(
+        default=48 * MiB, metadata=_key("maxBodyBytes", bounds=(MiB, 4096 * MiB))
+    )
+    """Request body bytes buffered at once, all clients together; a request that does not fit
+    gets 503 with Retry-After before its body is read."""
+
+    max_body_bytes_per_address: int = field(
+        default=24 * MiB, metadata=_key("maxBodyBytesPerAddress", bounds=(MiB, 4096 * MiB))
+    )
+    """Request body bytes buffered at once for one client address."""
+
+    admin_max_in_flight: int = field(
+        default=16, metadata=_key("adminMaxInFlight", bounds=(1, 1024))
+    )
+    """Admin API requests served at once; more get 429 with Retry-After, so a flood of admin
+    calls (each one a TokenReview) cannot slow admission reviews on the same server."""
+
+
+@dataclass(frozen=True)
+class AdminApiSettings:
+    """Who the admin API accepts tokens from."""
+
+    audience: str = field(default="vsphere-kale", metadata=_key("audience", _subdomain))
+    """The audience the admin API's TokenReview asks for. Notebook pods mount a projected
+    service-account token for it (deploy/examples/poddefault-admin-token.yaml): such a token is
+    useless against the Kubernetes API, so the service cannot act as the notebook with it."""
+
+    require_audience: bool = field(default=False, metadata=_key("requireAudience"))
+    """Refuse tokens not minted for ``audience`` (the notebooks' default API-audience token).
+    Off by default for migration: turn it on once every notebook mounts the projected token."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +230,8 @@ class Settings:
     pod_security: PodSecuritySettings = field(
         default_factory=PodSecuritySettings, metadata=_key("podSecurity")
     )
+    server: ServerSettings = field(default_factory=ServerSettings, metadata=_key("server"))
+    admin_api: AdminApiSettings = field(default_factory=AdminApiSettings, metadata=_key("adminApi"))
     namespace: str = field(default="vsphere-kale", metadata=_key("namespace", _label))
     """The controller's own namespace: never rewritten by the webhook, home of its Lease."""
 
@@ -166,16 +241,31 @@ class Settings:
         return frozenset(self.storage.excluded_namespaces) | {self.namespace}
 
 
+_GROUPS = (StorageSettings, PodSecuritySettings, ServerSettings, AdminApiSettings)
+
+
 def _type_name(value: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
 
 
+def _check_bounds(path: str, value: float, bounds: tuple[float, float] | None) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(path, f"must be a finite number, got {value}")
+    low, high = bounds if bounds is not None else (1, 2**31 - 1)
+    if not low <= value <= high:
+        raise ConfigError(path, f"must be between {low:g} and {high:g}, got {value:g}")
+
+
 def _convert(
-    path: str, value: object, default: object, check: Callable[[str], str | None] | None
+    path: str,
+    value: object,
+    default: object,
+    check: Callable[[str], str | None] | None,
+    bounds: tuple[float, float] | None = None,
 ) -> object:
-    """Check one YAML value against the type of the field's default."""
+    """Check one YAML value against the type of the field's default (and its bounds)."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(path, f"expected true or false, got {_type_name(value)}")
@@ -183,9 +273,13 @@ def _convert(
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_type_name(value)}")
-        if value <= 0:
-            raise ConfigError(path, f"must be positive, got {value}")
+        _check_bounds(path, value, bounds)
         return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {_type_name(value)}")
+        _check_bounds(path, float(value), bounds)
+        return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, list):
             raise ConfigError(path, f"expected a list, got {_type_name(value)}")
@@ -214,10 +308,12 @@ def _build(cls: type[Any], data: object, prefix: str) -> Any:
         default = getattr(defaults, f.name)
         if value is None and f.default is None:
             values[f.name] = None
-        elif isinstance(default, StorageSettings | PodSecuritySettings):
+        elif isinstance(default, _GROUPS):
             values[f.name] = _build(type(default), value, path)
         else:
-            values[f.name] = _convert(path, value, default, f.metadata["check"])
+            values[f.name] = _convert(
+                path, value, default, f.metadata["check"], f.metadata["bounds"]
+            )
     return cls(**values)
 
 
@@ -249,6 +345,38 @@ def with_overrides(
     return settings
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A settings file is a few hundred bytes; a huge one is a mistake (a binary, a log)."""
+
+
+def _read_yaml(path: str) -> object:
+    """Parse the settings file; every failure is one sentence naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("--config", f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "--config",
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 YAML",
+        ) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "it does not parse"
+        raise ConfigError("--config", f"{path} is not valid YAML{where}: {problem}") from exc
+
+
 def load_settings(
     config_path: str | None = None,
     *,
@@ -261,13 +389,7 @@ def load_settings(
     path = config_path or env.get(CONFIG_ENV) or None
     data: object = None
     if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+        data = _read_yaml(path)
     return with_overrides(
         settings_from_mapping(data), rwx_storage_class=rwx_storage_class, namespace=namespace
     )
@@ -280,7 +402,9 @@ def settings_to_mapping(settings: Settings) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(obj):
             value = getattr(obj, f.name)
-            if isinstance(value, StorageSettings | PodSecuritySettings):
+            if isinstance(value, ServerSettings | AdminApiSettings) and value == type(value)():
+                continue  # budgets are written only when changed: rendered files stay short
+            if isinstance(value, _GROUPS):
                 out[f.metadata["key"]] = dump(value)
             elif isinstance(value, tuple):
                 out[f.metadata["key"]] = list(value)

@@ -37,8 +37,36 @@ def wait_for(what: str, check: Callable[[], T | None], *, timeout: float = 5.0) 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def _profile(api: client.ApiClient, name: str) -> Any | None:
+    try:
+        return client.CustomObjectsApi(api).get_cluster_custom_object(
+            "kubeflow.org", "v1", "profiles", name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def owner_reference(profile: Any) -> dict[str, Any]:
+    """The controller reference the Kubeflow profile controller puts on its namespace."""
+    meta = profile["metadata"]
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def ensure_namespace(api: client.ApiClient, name: str, **labels: str) -> None:
+    """Create a namespace; owned by the same-named Profile if there is one (as Kubeflow's)."""
     body: dict[str, Any] = {"metadata": {"name": name, "labels": dict(labels)}}
+    profile = _profile(api, name)
+    if profile is not None:
+        body["metadata"]["ownerReferences"] = [owner_reference(profile)]
     try:
         client.CoreV1Api(api).create_namespace(body)
     except ApiException as exc:
@@ -47,9 +75,18 @@ def ensure_namespace(api: client.ApiClient, name: str, **labels: str) -> None:
 
 
 def create_profile(api: client.ApiClient, name: str) -> None:
-    client.CustomObjectsApi(api).create_cluster_custom_object(
+    """Create a Profile and, like its controller, own the same-named namespace if it exists
+    (tests without the Kubeflow emulation; with it, the emulation creates the namespace)."""
+    profile = client.CustomObjectsApi(api).create_cluster_custom_object(
         "kubeflow.org", "v1", "profiles", build_profile(name, f"{name}@example.com")
     )
+    try:
+        client.CoreV1Api(api).patch_namespace(
+            name, {"metadata": {"ownerReferences": [owner_reference(profile)]}}
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
 
 
 def read_binding(api: client.ApiClient, ns: str, name: str) -> Any | None:

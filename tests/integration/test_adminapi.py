@@ -149,7 +149,10 @@ class AdminServer:
         self, method: str, path: str, *, token: str | None = None
     ) -> tuple[int, dict[str, Any], urllib3.HTTPHeaderDict]:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        response = self.http.request(method, self.url + path, headers=headers, timeout=20)
+        # retries=False: urllib3 would retry a 503/429 carrying Retry-After by itself.
+        response = self.http.request(
+            method, self.url + path, headers=headers, timeout=20, retries=False
+        )
         return response.status, json.loads(response.data), response.headers
 
     def stop(self) -> None:
@@ -490,7 +493,11 @@ class Serve:
 
     def call(self, method: str, path: str, token: str) -> tuple[int, dict[str, Any]]:
         response = self.http.request(
-            method, self.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            method,
+            self.url + path,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            retries=False,
         )
         return response.status, json.loads(response.data)
 

@@ -284,11 +284,12 @@ def test_our_namespace_enforces_the_restricted_pod_security_standard(
 CLUSTER_RULES = [
     (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
     (("kubeflow.org",), ("profiles",), ("get", "list", "watch"), ()),
+    (("rbac.authorization.k8s.io",), ("rolebindings",), ("get", "list", "watch", "create"), ()),
     (
         ("rbac.authorization.k8s.io",),
         ("rolebindings",),
-        ("get", "list", "watch", "create", "patch", "delete"),
-        (),
+        ("patch", "delete"),
+        ("vsphere-kale-psp",),
     ),
     (
         ("rbac.authorization.k8s.io",),
@@ -310,7 +311,8 @@ CLUSTER_RULES = [
     (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
 ]
 NAMESPACE_RULES = [
-    (("coordination.k8s.io",), ("leases",), ("get", "create", "update"), ()),
+    (("coordination.k8s.io",), ("leases",), ("create",), ()),
+    (("coordination.k8s.io",), ("leases",), ("get", "update"), ("vsphere-kale-leader",)),
     (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
     (("",), ("secrets",), ("get", "update", "patch"), ("vsphere-kale-tls",)),
 ]
@@ -403,7 +405,7 @@ def test_cert_manager_mode_drops_the_rotation_permissions(
                 (g, r, ("get",), n) if r == ("mutatingwebhookconfigurations",) else (g, r, v, n)
                 for g, r, v, n in CLUSTER_RULES
             ], combo_id(combo)
-            assert namespaced == NAMESPACE_RULES[:2], combo_id(combo)
+            assert namespaced == NAMESPACE_RULES[:3], combo_id(combo)
         else:
             assert cluster == CLUSTER_RULES, combo_id(combo)
             assert namespaced == NAMESPACE_RULES, combo_id(combo)
@@ -750,3 +752,36 @@ def test_psp_use_is_granted_on_that_psp_only_in_our_namespace(
     # The base grants no PSP `use` at all.
     for doc in roles(rendered[()]):
         assert all("use" not in rule["verbs"] for rule in doc["rules"])
+
+
+# --- optional NetworkPolicy component (issue 10, finding 6) -----------------------------------
+
+
+def test_network_policy_component_admits_only_the_server_port(tmp_path: Path) -> None:
+    docs = kustomize(compose(tmp_path / "np", ("network-policy",)))
+    policy = find(docs, "NetworkPolicy", NAME)
+    kubernetes_validate.validate(policy, "1.30.0", strict=True)
+    deployment = find(docs, "Deployment", NAME)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # It selects our server pods (and only through labels they carry),
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    # and lets in exactly the port the Service targets, nothing else.
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    service = find(docs, "Service", NAME)
+    assert ports == [{"protocol": "TCP", "port": service["spec"]["ports"][0]["targetPort"]}]
+
+
+def test_poddefault_example_mounts_an_audience_bound_token() -> None:
+    from vsphere_kale.jupyter.admin_client import AUDIENCE_TOKEN_FILE
+    from vsphere_kale.settings import AdminApiSettings
+
+    doc = yaml.safe_load((DEPLOY / "examples" / "poddefault-admin-token.yaml").read_text())
+    assert doc["kind"] == "PodDefault"
+    (source,) = doc["spec"]["volumes"][0]["projected"]["sources"]
+    # The audience the admin API asks TokenReview for, at the path the extension reads first.
+    assert source["serviceAccountToken"]["audience"] == AdminApiSettings().audience
+    mount = doc["spec"]["volumeMounts"][0]
+    assert f"{mount['mountPath']}/{source['serviceAccountToken']['path']}" == AUDIENCE_TOKEN_FILE

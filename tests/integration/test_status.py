@@ -61,7 +61,7 @@ def seed_cluster(api: client.ApiClient, *, profile: bool = True, webhook: bool =
         {"metadata": {"name": "nfs-client"}, "provisioner": "nfs-subdir-external-provisioner"}
     )
     if profile:
-        client.CustomObjectsApi(api).create_cluster_custom_object(
+        created = client.CustomObjectsApi(api).create_cluster_custom_object(
             "kubeflow.org",
             "v1",
             "profiles",
@@ -72,6 +72,15 @@ def seed_cluster(api: client.ApiClient, *, profile: bool = True, webhook: bool =
                 "spec": {"owner": {"kind": "User", "name": "alice@example.com"}},
             },
         )
+        # Owned by its Profile, as the profile controller leaves it (ownership decides).
+        owner = {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "name": "alice",
+            "uid": created["metadata"]["uid"],
+            "controller": True,
+        }
+        core.patch_namespace("alice", {"metadata": {"ownerReferences": [owner]}})
     # The claim predates the webhook configuration, as on a cluster installed late.
     claim = core.create_namespaced_persistent_volume_claim(
         "alice",

@@ -91,11 +91,19 @@ def test_serving_certificate_must_be_signed_by_the_bundle_and_outlive_30_days() 
 
 
 def namespace(name: str, **labels: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": labels}}
+    """A namespace owned by the same-named Profile (as Kubeflow's profile controller makes it)."""
+    owner = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "name": name,
+        "uid": f"uid-{name}",
+        "controller": True,
+    }
+    return {"metadata": {"name": name, "labels": labels, "ownerReferences": [owner]}}  # fmt: skip
 
 
 def profile(name: str) -> dict[str, Any]:
-    return {"metadata": {"name": name}}
+    return {"metadata": {"name": name, "uid": f"uid-{name}"}}
 
 
 def binding(ns: str) -> dict[str, Any]:

@@ -11,9 +11,22 @@ from vsphere_kale.policy.health import Unreadable
 from vsphere_kale.settings import PodSecuritySettings, Settings
 
 SETTINGS = Settings()
-PROFILE_NS = {
-    "metadata": {"name": "alice", "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}
+PROFILE: dict[str, Any] = {"metadata": {"name": "alice", "uid": "p-uid"}}
+OWNER = {
+    "apiVersion": "kubeflow.org/v1",
+    "kind": "Profile",
+    "name": "alice",
+    "uid": "p-uid",
+    "controller": True,
 }
+PROFILE_NS = {
+    "metadata": {
+        "name": "alice",
+        "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"},
+        "ownerReferences": [OWNER],
+    }
+}
+OWNED_NS: dict[str, Any] = {"metadata": {"name": "alice", "ownerReferences": [OWNER]}}
 PLAIN_NS: dict[str, Any] = {"metadata": {"name": "alice"}}
 BINDING = {
     "metadata": {
@@ -40,12 +53,17 @@ NO = Unreadable("no permission.")
     ("kwargs", "expected"),
     [
         pytest.param(
-            {"mode": "psp", "ns_obj": PLAIN_NS, "profile": {}, "bindings": []},
+            {"mode": "psp", "ns_obj": OWNED_NS, "profile": PROFILE, "bindings": []},
             ("create", True, None),
             id="profile-without-binding",
         ),
         pytest.param(
-            {"mode": "psp", "ns_obj": PLAIN_NS, "profile": {}, "bindings": [BINDING]},
+            {"mode": "psp", "ns_obj": PLAIN_NS, "profile": PROFILE, "bindings": []},
+            ("skipped", False, None),
+            id="profile-that-does-not-own-the-namespace",
+        ),
+        pytest.param(
+            {"mode": "psp", "ns_obj": OWNED_NS, "profile": PROFILE, "bindings": [BINDING]},
             ("ok", True, None),
             id="profile-with-binding",
         ),
@@ -55,7 +73,7 @@ NO = Unreadable("no permission.")
             id="no-profile-unmanaged",
         ),
         pytest.param(
-            {"mode": "psp", "ns_obj": NO, "profile": {}, "bindings": [BINDING]},
+            {"mode": "psp", "ns_obj": NO, "profile": PROFILE, "bindings": [BINDING]},
             ("ok", True, None),
             id="psp-needs-no-namespace-read",
         ),

@@ -125,10 +125,32 @@ def test_decide_mode_rejects_unknown() -> None:
         decide_mode("maybe", psp_served=True)
 
 
+def profile_obj(name: str, uid: str = "p-uid") -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": name, "uid": uid},
+    }
+
+
+def owned_ns(ns: str, /, **ref: Any) -> dict[str, Any]:
+    """A namespace as the profile controller creates it: controller ref to its Profile."""
+    owner = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "name": ns,
+        "uid": "p-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    owner.update(ref)
+    return {"metadata": {"name": ns, "uid": "ns-uid", "ownerReferences": [owner]}}
+
+
 @pytest.mark.parametrize(
     ("ns", "has_profile", "managed", "why"),
     [
-        ("alice", True, True, "Kubeflow Profile alice exists"),
+        ("alice", True, True, "Kubeflow Profile alice exists and owns the namespace"),
         ("bob", False, False, "no Kubeflow Profile named bob"),
         ("kubeflow", False, True, "extraNamespaces"),
         ("carol", True, False, "excludedNamespaces"),
@@ -140,9 +162,71 @@ def test_decide_managed(ns: str, has_profile: bool, managed: bool, why: str) -> 
     settings = PodSecuritySettings(
         extra_namespaces=("kubeflow", "both"), excluded_namespaces=("carol", "both")
     )
-    got, reason = decide_managed(ns, has_profile=has_profile, settings=settings)
+    got, reason = decide_managed(
+        ns,
+        profile=profile_obj(ns) if has_profile else None,
+        namespace_obj=owned_ns(ns),
+        settings=settings,
+        service_namespace="vsphere-kale",
+    )
     assert got is managed
     assert why in reason
+
+
+@pytest.mark.parametrize("ns", ["default", "kube-system", "kube-public", "kube-node-lease", "ops"])
+def test_a_profile_name_never_pulls_in_a_system_namespace(ns: str) -> None:
+    # Even with a matching controller reference (an admin could add one by hand): system
+    # namespaces and the service's own ("ops" here) are managed only when listed.
+    got, reason = decide_managed(
+        ns,
+        profile=profile_obj(ns),
+        namespace_obj=owned_ns(ns),
+        settings=PS,
+        service_namespace="ops",
+    )
+    assert got is False and "extraNamespaces" in reason
+    listed = PodSecuritySettings(extra_namespaces=(ns,))
+    got, _ = decide_managed(
+        ns, profile=None, namespace_obj=None, settings=listed, service_namespace="ops"
+    )
+    assert got is True
+
+
+@pytest.mark.parametrize(
+    "namespace_obj",
+    [
+        {"metadata": {"name": "alice"}},  # no owner at all (pre-existing namespace)
+        owned_ns("alice", uid="other-uid"),  # a Profile deleted and re-created by someone
+        owned_ns("alice", controller=False),  # an owner, but not the controller
+        owned_ns("alice", kind="Notebook"),
+        owned_ns("alice", apiVersion="evil.example.com/v1"),
+        owned_ns("alice", name="mallory"),
+    ],
+)
+def test_a_same_named_profile_that_does_not_own_the_namespace_is_refused(
+    namespace_obj: dict[str, Any],
+) -> None:
+    got, reason = decide_managed(
+        "alice",
+        profile=profile_obj("alice"),
+        namespace_obj=namespace_obj,
+        settings=PS,
+        service_namespace="vsphere-kale",
+    )
+    assert got is False
+    assert reason == "namespace not owned by Profile alice"
+
+
+def test_owner_with_v1beta1_profile_is_accepted() -> None:
+    ns = owned_ns("alice", apiVersion="kubeflow.org/v1beta1")
+    got, _ = decide_managed(
+        "alice",
+        profile=profile_obj("alice"),
+        namespace_obj=ns,
+        settings=PS,
+        service_namespace="vsphere-kale",
+    )
+    assert got is True
 
 
 def test_desired_required_lines() -> None:
@@ -202,11 +286,11 @@ def test_psp_managed_binding_ok_without_full_list() -> None:
     assert got.outcome == "ok" and not got.actions and not got.needs_all_bindings
 
 
-def test_psp_old_tool_binding_is_adopted_not_duplicated() -> None:
+def test_psp_old_tool_binding_is_enough_and_left_alone() -> None:
+    # Not patched: RBAC lets the service patch only its own binding (resourceNames).
     got = psp_plan(rb("rb-all-sa_ns-alice"))
-    assert got.outcome == "ok"
-    assert got.actions == (PatchBinding("alice", "rb-all-sa_ns-alice", label=True, adopt=True),)
-    assert "rb-all-sa_ns-alice" in got.reason and "adopting" in got.reason
+    assert got.outcome == "ok" and got.actions == ()
+    assert "rb-all-sa_ns-alice" in got.reason and "left as it is" in got.reason
 
 
 def test_psp_adopted_binding_is_ok_thereafter() -> None:
@@ -224,7 +308,7 @@ def test_psp_equivalent_binding_with_extra_subjects_satisfies() -> None:
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "admin@example.com"},
     ]
     got = psp_plan(rb("legacy", subjects=subjects))
-    assert got.outcome == "ok" and isinstance(got.actions[0], PatchBinding)
+    assert got.outcome == "ok" and got.actions == ()  # enough, and not ours to patch
 
 
 def test_psp_binding_for_other_namespace_group_does_not_satisfy() -> None:

@@ -77,6 +77,8 @@ def test_trim_keeps_what_planning_reads() -> None:
             "resourceVersion": "5",
             "labels": {"x": "y"},
             "annotations": {"owner": "a@example.com"},
+            # Kept: ownership (the Profile's controller reference) decides management.
+            "ownerReferences": [{"kind": "Profile"}],
         },
         "status": {"phase": "Active"},
     }

@@ -86,7 +86,10 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
             {"podSecurity": {"resyncSeconds": "600"}},
             "podSecurity.resyncSeconds: expected an integer",
         ),
-        ({"podSecurity": {"resyncSeconds": 0}}, "podSecurity.resyncSeconds: must be positive"),
+        (
+            {"podSecurity": {"resyncSeconds": 0}},
+            "podSecurity.resyncSeconds: must be between 10 and 604800, got 0",
+        ),
         (
             {"podSecurity": {"resyncSeconds": True}},
             "podSecurity.resyncSeconds: expected an integer",
@@ -125,3 +128,76 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
     assert load_settings(str(path), environ={}) == Settings()
+
+
+# --- bounds (issue 10, finding 7: resyncSeconds 1e20 killed the resync thread) -------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"podSecurity": {"resyncSeconds": 10**20}},
+            "podSecurity.resyncSeconds: must be between 10 and 604800, got 1e+20",
+        ),
+        ({"podSecurity": {"resyncSeconds": 9}}, "podSecurity.resyncSeconds: must be between"),
+        ({"server": {"bodyTimeoutSeconds": 0}}, "server.bodyTimeoutSeconds: must be between"),
+        ({"server": {"bodyTimeoutSeconds": 1e9}}, "server.bodyTimeoutSeconds: must be between"),
+        ({"server": {"bodyTimeoutSeconds": float("nan")}}, "server.bodyTimeoutSeconds: must be a"),
+        ({"server": {"bodyTimeoutSeconds": float("inf")}}, "server.bodyTimeoutSeconds: must be a"),
+        ({"server": {"idleTimeoutSeconds": -1}}, "server.idleTimeoutSeconds: must be between"),
+        (
+            {"server": {"idleTimeoutSeconds": "fast"}},
+            "server.idleTimeoutSeconds: expected a number",
+        ),
+        ({"server": {"maxConnections": 0}}, "server.maxConnections: must be between"),
+        ({"server": {"maxConnectionsPerAddress": 10**6}}, "server.maxConnectionsPerAddress"),
+        ({"server": {"maxBodyBytes": 1024}}, "server.maxBodyBytes: must be between"),
+        ({"server": {"maxBodyBytesPerAddress": 2**40}}, "server.maxBodyBytesPerAddress"),
+        ({"server": {"adminMaxInFlight": 0}}, "server.adminMaxInFlight: must be between"),
+        ({"server": {"maxConnections": 1.5}}, "server.maxConnections: expected an integer"),
+    ],
+)
+def test_every_number_has_bounds_and_the_error_names_the_key(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(data)
+    assert message in str(info.value)
+
+
+def test_every_numeric_field_declares_bounds() -> None:
+    from dataclasses import fields
+
+    from vsphere_kale.settings import PodSecuritySettings, ServerSettings, StorageSettings
+
+    for group in (StorageSettings, PodSecuritySettings, ServerSettings):
+        for f in fields(group):
+            default = getattr(group(), f.name)
+            if isinstance(default, int | float) and not isinstance(default, bool):
+                assert f.metadata["bounds"] is not None, f"{group.__name__}.{f.name}"
+
+
+def test_server_budgets_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  bodyTimeoutSeconds: 0.5\n  maxConnections: 8\n")
+    settings = load_settings(str(path), environ={})
+    assert settings.server.body_timeout_seconds == 0.5
+    assert settings.server.max_connections == 8
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("storage:\n  rwxStorageClass: caf\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+        (bytes(range(256)) * 4, "is not UTF-8 text"),
+        (b"storage: [\n", "is not valid YAML at line"),
+        (b"a: \x00\n", "is not valid YAML"),
+    ],
+)
+def test_unreadable_config_is_one_sentence(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(path), environ={})
+    message = str(info.value)
+    assert message.startswith("--config: ") and fragment in message
+    assert "\n" not in message and "Traceback" not in message

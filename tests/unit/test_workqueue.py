@@ -102,3 +102,39 @@ def test_wait_idle_waits_for_processing() -> None:
     assert q.wait_idle(0.05) is False
     threading.Timer(0.05, q.done, args=("a",)).start()
     assert q.wait_idle(5) is True
+
+
+def test_recovery_resets_every_backoff_and_brings_retries_forward() -> None:
+    # Given a long fault storm: many keys backed off to the 60 s cap,
+    clock = FakeClock()
+    q = WorkQueue(base_delay=0.1, max_delay=60.0, clock=clock, rng=lambda: 0.5)
+    for _ in range(12):
+        for key in ("a", "b", "c"):
+            q.add_rate_limited(key)
+        clock.now += 61  # each retry comes due, is processed and fails again
+        for _ in range(3):
+            key = q.get(timeout=0)
+            assert key is not None
+            q.done(key)
+    for key in ("b", "c"):
+        q.add_rate_limited(key)  # now due 60 s from now
+    assert q.failures("b") == 13
+    assert q.get(timeout=0) is None
+    # when "a" succeeds (the API is back),
+    q.forget("a", recovered=True)
+    # then no key keeps its old backoff, and the pending retries are due within base_delay:
+    assert q.failures("b") == q.failures("c") == 0
+    clock.now += 0.1 * 1.5
+    got = {q.get(timeout=0), q.get(timeout=0)}
+    assert got == {"b", "c"}  # on main they were due 60 s later
+    # and a new failure starts the backoff from the base again.
+    assert q.add_rate_limited("b") == pytest.approx(0.1)
+
+
+def test_a_success_without_earlier_failures_resets_nothing() -> None:
+    clock = FakeClock()
+    q = WorkQueue(base_delay=0.1, max_delay=60.0, clock=clock, rng=lambda: 0.5)
+    for _ in range(5):
+        q.add_rate_limited("b")
+    q.forget("a", recovered=True)  # "a" never failed: no evidence the API came back
+    assert q.failures("b") == 5

@@ -12,7 +12,7 @@ import click
 
 from vsphere_kale.install import certs
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # \Z: no trailing newline
 
 
 def _check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -61,7 +61,19 @@ REVIEW_TIMEOUT = 5.0
 RECONCILE_GROUP = "vsphere-kale.io"
 RECONCILE_RESOURCE = "reconciles"
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline, so "alice\n" passed (issue 10).
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+
+NEGATIVE_CACHE_SECONDS = 5.0
+"""How long a rejected token stays rejected without asking again: a flood of the same garbage
+token costs one TokenReview per 5 s instead of one per request."""
+
+MAX_REVIEWS_IN_FLIGHT = 8
+"""TokenReviews sent at once; more callers with unknown tokens get 429 and Retry-After. The
+API server's own rate limits would otherwise turn a token flood into slow answers for
+everyone (a status call went from 19 ms to 167 ms p50 in the review)."""
+
+RETRY_AFTER_SECONDS = 1
 
 
 # --- what we need from the reconciler -----------------------------------------------------------
@@ -98,10 +110,13 @@ class Caller:
 class ApiError(Exception):
     """An answer other than 200: HTTP code, Status reason and a sentence for the user."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         self.code = code
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
         super().__init__(message)
 
 
@@ -110,20 +125,40 @@ def _unavailable(what: str, exc: Exception) -> ApiError:
         503,
         "ServiceUnavailable",
         f"Cannot check {what} right now ({exc}); try again shortly.",
+        retry_after=RETRY_AFTER_SECONDS,
     )
 
 
+def _too_many() -> ApiError:
+    return ApiError(
+        429,
+        "TooManyRequests",
+        "Too many requests are being checked at once; retry in a second.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+REJECTED = Caller("")
+"""Cached stand-in for "TokenReview said no" (never handed out as a caller)."""
+
+
 class TokenCache:
-    """TokenReview answers by SHA-256 of the token, with a TTL and a size bound (thread-safe)."""
+    """TokenReview answers by SHA-256 of the token, with a TTL and a size bound (thread-safe).
+
+    Rejections are cached too (:data:`REJECTED`, for ``negative_ttl``), so repeating a bad
+    token is cheap; the token itself is never stored, only its hash.
+    """
 
     def __init__(
         self,
         *,
         ttl: float = TOKEN_CACHE_SECONDS,
+        negative_ttl: float = NEGATIVE_CACHE_SECONDS,
         size: int = TOKEN_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
+        self._negative_ttl = negative_ttl
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
@@ -146,8 +181,9 @@ class TokenCache:
 
     def put(self, token: str, caller: Caller) -> None:
         key = self.key(token)
+        ttl = self._negative_ttl if caller is REJECTED else self._ttl
         with self._lock:
-            self._entries[key] = (self._clock() + self._ttl, caller)
+            self._entries[key] = (self._clock() + ttl, caller)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -180,31 +216,96 @@ def reconcile_permission(namespace: str = "") -> Permission:
 class Authorizer:
     """TokenReview + SubjectAccessReview through the service's own API client (blocking)."""
 
-    def __init__(self, kube: Kube, *, cache: TokenCache | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        cache: TokenCache | None = None,
+        max_in_flight: int = MAX_REVIEWS_IN_FLIGHT,
+        audience: str = "vsphere-kale",
+        require_audience: bool = False,
+    ) -> None:
         self._kube = kube
         self.cache = cache or TokenCache()
+        self.audience = audience
+        self.require_audience = require_audience
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._pending_lock = threading.Lock()
+        self._pending: dict[str, threading.Event] = {}
 
     def authenticate(self, token: str) -> Caller:
-        """The caller behind ``token``; :class:`ApiError` 401 or 503 otherwise."""
+        """The caller behind ``token``; :class:`ApiError` 401, 429 or 503 otherwise.
+
+        Concurrent requests with the same unknown token share one TokenReview (the others
+        wait for its answer); beyond ``max_in_flight`` reviews a caller gets 429.
+        """
         cached = self.cache.get(token)
+        if cached is REJECTED:
+            raise ApiError(401, "Unauthorized", "The bearer token is not valid.")
         if cached is not None:
             return cached
-        review = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token},
-        }
+        key = TokenCache.key(token)
+        with self._pending_lock:
+            waiting = self._pending.get(key)
+            if waiting is None:
+                self._pending[key] = threading.Event()
+        if waiting is not None:
+            waiting.wait(REVIEW_TIMEOUT)
+            again = self.cache.get(token)
+            if again is REJECTED:
+                raise ApiError(401, "Unauthorized", "The bearer token is not valid.")
+            if again is not None:
+                return again
+            raise _unavailable("who you are", TimeoutError("TokenReview did not answer"))
+        try:
+            if not self._slots.acquire(blocking=False):
+                raise _too_many()
+            try:
+                return self._review(token)
+            finally:
+                self._slots.release()
+        finally:
+            with self._pending_lock:
+                self._pending.pop(key).set()
+
+    def _token_review(self, token: str, audiences: list[str] | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"token": token}
+        if audiences:
+            spec["audiences"] = audiences
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
         try:
             answer = self._kube.create(r.TOKEN_REVIEW, review, timeout=REVIEW_TIMEOUT)
         except KubeError as exc:
             log.warning("TokenReview failed: %s", exc)
             raise _unavailable("who you are (TokenReview failed)", exc) from exc
-        status = answer.get("status") or {}
+        status = answer.get("status")
+        return status if isinstance(status, dict) else {}
+
+    @staticmethod
+    def _authenticated(status: Mapping[str, Any]) -> bool:
+        return bool(status.get("authenticated")) and isinstance(status.get("user"), dict)
+
+    def _review(self, token: str) -> Caller:
+        # Ask for our audience first: a projected token minted for vsphere-kale is useless
+        # against the API server, so a compromised service cannot act as the notebook.
+        status = self._token_review(token, [self.audience])
+        ok = self._authenticated(status)
+        audiences = status.get("audiences") or []
+        if ok and audiences and self.audience not in audiences:
+            ok = False
+        if not ok and not self.require_audience:
+            # Migration: Kubernetes-API-audience tokens (a notebook's default service-account
+            # token) are still accepted until adminApi.requireAudience is set.
+            status = self._token_review(token, None)
+            ok = self._authenticated(status)
+            if ok:
+                log.debug("accepted a token without audience %s (migration)", self.audience)
         user = status.get("user")
-        if not status.get("authenticated") or not isinstance(user, dict):
+        if not ok or not isinstance(user, dict):
             # The reason the API server gives may describe the token; keep it out of the
             # answer and the log at INFO.
             log.debug("TokenReview rejected a token: %s", status.get("error"))
+            self.cache.put(token, REJECTED)
             raise ApiError(401, "Unauthorized", "The bearer token is not valid.")
         caller = Caller(
             username=str(user.get("username") or ""),
@@ -273,7 +374,13 @@ class AdminService:
         self.kube = kube
         self.settings = settings
         self.reconciler = reconciler
-        self.authorizer = authorizer or Authorizer(kube)
+        self.authorizer = authorizer or Authorizer(
+            kube,
+            audience=settings.admin_api.audience,
+            require_audience=settings.admin_api.require_audience,
+        )
+        self.max_in_flight = settings.server.admin_max_in_flight
+        self.in_flight = 0
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adminapi")
 
     async def run(self, fn: Callable[[], T]) -> T:
@@ -325,6 +432,8 @@ class _AdminHandler(tornado.web.RequestHandler):
 
     def fail(self, error: ApiError) -> None:
         self.set_status(error.code)
+        if error.retry_after is not None:
+            self.set_header("Retry-After", str(error.retry_after))
         if error.code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="vsphere-kale"')
         self.write_json(_status_body(error.code, error.reason, error.message))
@@ -342,6 +451,30 @@ class _AdminHandler(tornado.web.RequestHandler):
                 f"{namespace[:80]!r} is not a valid namespace name (lower-case RFC 1123 label).",
             )
         return namespace
+
+    _admitted = False
+
+    def prepare(self) -> None:
+        # The admin API's own concurrency budget (on the event loop thread: no lock): a flood
+        # of admin calls waits for TokenReviews in our thread pool, and must not take the
+        # server from admission reviews, which never wait on anything.
+        service = self.service
+        if service.in_flight >= service.max_in_flight:
+            self.fail(_too_many())
+            return
+        service.in_flight += 1
+        self._admitted = True
+
+    def _leave(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.service.in_flight -= 1
+
+    def on_finish(self) -> None:
+        self._leave()
+
+    def on_connection_close(self) -> None:
+        self._leave()
 
     async def caller(self) -> Caller:
         header = self.request.headers.get("Authorization", "")
@@ -411,13 +544,28 @@ class NamespaceStatusHandler(_AdminHandler):
 
 class _ReconcileHandler(_AdminHandler):
     def reconciler(self) -> ReconcilerLike:
-        if self.service.reconciler is None:
+        """The reconciler, if this replica leads: only the leader writes (a follower's write
+        would race the leader's; both replicas once created the same Event 10-40 ms apart)."""
+        reconciler = self.service.reconciler
+        if reconciler is None:
             raise ApiError(
                 503,
                 "ServiceUnavailable",
                 "The reconciler is not running (podSecurity.mode: off); nothing to reconcile.",
             )
-        return self.service.reconciler
+        is_leader = getattr(reconciler, "is_leader", None)
+        if is_leader is not None and not is_leader():
+            leader = getattr(reconciler, "leader_identity", lambda: "")()
+            self.set_header("X-Vsphere-Kale-Leader", leader)
+            who = f"the leader, {leader}," if leader else "the leader (none elected yet)"
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"This replica is not the leader; {who} reconciles. Retry: the Service sends "
+                "the next request to any replica.",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        return reconciler
 
 
 class NamespaceReconcileHandler(_ReconcileHandler):

@@ -184,6 +184,31 @@ def _fetch_all(readers: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
     return {key: future.result() for key, future in futures.items()}
 
 
+def _profile_from_owner(ns_obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A stand-in Profile (name and uid) from the namespace's controller reference."""
+    meta = ns_obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or ():
+        if (
+            isinstance(ref, Mapping)
+            and ref.get("controller") is True
+            and ref.get("kind") == "Profile"
+        ):
+            return {"metadata": {"name": ref.get("name"), "uid": ref.get("uid")}}
+    return None
+
+
+def _owned_view(namespace: str, profile: Mapping[str, Any]) -> Mapping[str, Any]:
+    uid = (profile.get("metadata") or {}).get("uid")
+    ref = {
+        "apiVersion": f"{podsecurity.PROFILE_GROUP}/v1",
+        "kind": "Profile",
+        "name": namespace,
+        "uid": uid,
+        "controller": True,
+    }
+    return {"metadata": {"name": namespace, "ownerReferences": [ref]}}
+
+
 def build_pod_security_facts(
     namespace: str,
     *,
@@ -202,20 +227,33 @@ def build_pod_security_facts(
         return PodSecurityFacts(mode, required=desired.required, unreadable=ns_obj.reason)
     if isinstance(bindings, Unreadable):
         return PodSecurityFacts(mode, required=desired.required, unreadable=bindings.reason)
+    ns_readable = not isinstance(ns_obj, Unreadable)
     if isinstance(ns_obj, Unreadable):
         # psp mode judges the bindings; the namespace only says whether it is terminating.
         ns_obj = {"metadata": {"name": namespace}}
     labels = (ns_obj.get("metadata") or {}).get("labels") or {}
     labelled = labels.get(PROFILE_LABEL[0]) == PROFILE_LABEL[1]
+    owner_view: Mapping[str, Any] | None = ns_obj
     if isinstance(profile, Unreadable):
         listed = namespace in ps.extra_namespaces or namespace in ps.excluded_namespaces
         if not (labelled or listed):
             return PodSecurityFacts(mode, required=desired.required, unreadable=profile.reason)
-        has_profile = labelled
+        # The Profile cannot be read: judge by the namespace's own controller reference.
+        profile_obj = _profile_from_owner(ns_obj) if labelled else None
     else:
-        has_profile = profile is not None
+        profile_obj = profile
+    if not ns_readable and profile_obj is not None:
+        # Display only (the reconciler checks ownership itself): without the namespace we
+        # cannot see its ownerReferences, so show the binding verdict as for an owned one.
+        owner_view = _owned_view(namespace, profile_obj)
 
-    managed, why = podsecurity.decide_managed(namespace, has_profile=has_profile, settings=ps)
+    managed, why = podsecurity.decide_managed(
+        namespace,
+        profile=profile_obj,
+        namespace_obj=owner_view,
+        settings=ps,
+        service_namespace=settings.namespace,
+    )
     if not managed:
         return PodSecurityFacts(
             mode, managed=False, managed_reason=f"Not managed: {why}", required=desired.required

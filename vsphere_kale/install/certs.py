@@ -382,6 +382,11 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def not_before(cert_pem: bytes) -> datetime.datetime:
+    """Start of the (first) certificate's validity, in UTC."""
+    return _load_cert(cert_pem, "certificate").not_valid_before_utc
+
+
 def not_after(cert_pem: bytes) -> datetime.datetime:
     """Expiry (timezone-aware UTC) of the first certificate in ``cert_pem``."""
     return _load_cert(cert_pem, "certificate").not_valid_after_utc

@@ -96,10 +96,17 @@ def build_required_access(settings: Settings, *, cert_manager: bool = False) -> 
     out += _each(["get", "list", "watch", "patch"], [""], "namespaces", "reconciler")
     out += _each(["get", "list", "watch"], ["kubeflow.org"], "profiles", "reconciler")
     out += _each(
-        ["get", "list", "watch", "create", "patch", "delete"],
+        ["get", "list", "watch", "create"],
         ["rbac.authorization.k8s.io"],
         "rolebindings",
         "psp mode: per-namespace RoleBinding",
+    )
+    out += _each(
+        ["patch", "delete"],
+        ["rbac.authorization.k8s.io"],
+        "rolebindings",
+        "psp mode: repair our own RoleBinding (by name)",
+        name=settings.pod_security.role_binding_name,
     )
     out += _each(
         ["bind"],
@@ -121,12 +128,14 @@ def build_required_access(settings: Settings, *, cert_manager: bool = False) -> 
     )
     out += _each(["create"], ["authentication.k8s.io"], "tokenreviews", "admin API: TokenReview")
     out += _each(["create"], ["authorization.k8s.io"], "subjectaccessreviews", "admin API: SAR")
+    out += _each(["create"], ["coordination.k8s.io"], "leases", "leader election", namespace=ns)
     out += _each(
-        ["get", "create", "update"],
+        ["get", "update"],
         ["coordination.k8s.io"],
         "leases",
-        "leader election",
+        "leader election: our Lease, by name",
         namespace=ns,
+        name="vsphere-kale-leader",  # vsphere_kale.reconcile.leader.LEASE_NAME
     )
     out += _each(
         ["create", "patch"], ["", "events.k8s.io"], "events", "Events on our objects", namespace=ns
@@ -391,8 +400,8 @@ def decide_pod_security(
     assert not isinstance(namespaces, health.Unreadable)
     assert not isinstance(bindings, health.Unreadable)
     assert not isinstance(profiles, health.Unreadable)
-    profile_names = {
-        (p.get("metadata") or {}).get("name") for p in (profiles or []) if isinstance(p, dict)
+    profile_by_name = {
+        (p.get("metadata") or {}).get("name"): p for p in (profiles or []) if isinstance(p, dict)
     }
     by_ns: dict[str, list[Any]] = {}
     for b in bindings:
@@ -402,7 +411,13 @@ def decide_pod_security(
     conflicts: list[str] = []
     for ns_obj in namespaces:
         ns = (ns_obj.get("metadata") or {}).get("name", "")
-        is_managed, _ = podsecurity.decide_managed(ns, has_profile=ns in profile_names, settings=ps)
+        is_managed, _ = podsecurity.decide_managed(
+            ns,
+            profile=profile_by_name.get(ns),
+            namespace_obj=ns_obj,
+            settings=ps,
+            service_namespace=settings.namespace,
+        )
         if not is_managed:
             continue
         managed.append(ns)

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+AUDIENCE_TOKEN_FILE = "/var/run/secrets/vsphere-kale/token"
+"""Where deploy/examples/poddefault-admin-token.yaml mounts a projected service-account token
+with audience ``vsphere-kale``. Preferred over the pod's default token: that one is valid
+against the Kubernetes API, so sending it would let a compromised service act as the
+notebook; an audience-bound token is refused by the API server."""
+
 # tornado reports timeouts and connection failures inside HTTPClientError with this code.
 _TORNADO_NO_RESPONSE = 599
 
@@ -85,6 +91,17 @@ class AdminApiClient:
     """CA bundle that signed the admin API's serving certificate; None: the system store."""
     timeout: float
     """Seconds for connect and for the whole request."""
+    audience_token_file: str | None = AUDIENCE_TOKEN_FILE
+    """Audience-bound token, used instead of ``token_file`` when present (re-read each call).
+    None: always ``token_file``."""
+
+    def _token(self) -> tuple[str | None, str]:
+        """(token, the file it came from): the audience-bound one first."""
+        if self.audience_token_file:
+            token = read_token(self.audience_token_file)
+            if token is not None:
+                return token, self.audience_token_file
+        return read_token(self.token_file), self.token_file
 
     async def fetch_status(self, namespace: str) -> dict[str, Any]:
         return await self._request("GET", f"/api/v1/namespaces/{quote(namespace)}/status")
@@ -108,12 +125,12 @@ class AdminApiClient:
 
     async def _request(self, method: str, path: str) -> dict[str, Any]:
         where = f"{self.url.rstrip('/')}{path}"
-        token = read_token(self.token_file)
+        token, source = self._token()
         if token is None:
             # Without an identity every admin-API call is a 401; the local, read-only view
             # under the notebook's own credentials is more useful than that.
             raise AdminApiUnavailable(
-                f"no service-account token at {self.token_file}, so the admin API cannot be "
+                f"no service-account token at {source}, so the admin API cannot be "
                 "asked; set c.VsphereKaleApp.token_file"
             )
         request = HTTPRequest(

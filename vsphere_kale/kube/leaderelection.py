@@ -83,6 +83,28 @@ class _LeaseLock(LeaseLock):  # type: ignore[misc]
             self._problem(record, "get")
         return found, record
 
+    def get_lease_spec(
+        self, leader_election_record: LeaderElectionRecord, current_spec: Any = None
+    ) -> Any:
+        """The library's spec plus ``leaseTransitions``, which it never sets: +1 whenever the
+        holder changes to a new, non-empty identity (client-go's rule; a release, which
+        empties the holder, is not a transition)."""
+        previous = getattr(current_spec, "holder_identity", None) if current_spec else None
+        count = (getattr(current_spec, "lease_transitions", None) or 0) if current_spec else 0
+        spec = super().get_lease_spec(leader_election_record, current_spec)
+        holder = leader_election_record.holder_identity
+        if current_spec is None:
+            spec.lease_transitions = 0
+        elif holder and holder != previous:
+            spec.lease_transitions = count + 1
+        return spec
+
+    def holder(self) -> str:
+        """The holder seen on the last read or write of the Lease ("" when free or unknown)."""
+        lease = self.lease_reference
+        spec = getattr(lease, "spec", None)
+        return str(getattr(spec, "holder_identity", "") or "")
+
     def create(self, name: str, namespace: str, election_record: LeaderElectionRecord) -> bool:
         body = client.V1Lease(metadata={"name": name}, spec=self.get_lease_spec(election_record))
         try:
@@ -199,6 +221,10 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    def leader_identity(self) -> str:
+        """Who holds the Lease as far as this replica last saw ("" if nobody or unknown)."""
+        return self.identity if self._leading.is_set() else self._lock.holder()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)

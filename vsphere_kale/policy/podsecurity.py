@@ -7,7 +7,10 @@ the plan's actions. :mod:`vsphere_kale.health.status` uses the same functions to
 API
 ---
 - :func:`decide_mode` (``configured``, ``psp_served``) -> ``"psp" | "psa" | "off"``
-- :func:`decide_managed` (namespace, ``has_profile``, settings) -> ``(managed, why)``
+- :func:`decide_managed` (namespace, ``profile``, ``namespace_obj``, settings,
+  ``service_namespace``) -> ``(managed, why)``: ownership (the namespace's controller
+  ownerReference is the same-named Profile, uid included) or an admin's explicit list, never
+  a name alone; the service's own namespace, ``default`` and ``kube-*`` only when listed.
 - :func:`build_desired` (namespace, ``mode``, settings) -> :class:`Desired`
 - :func:`facts_from_objects` (API JSON of the Namespace and RoleBindings) -> :class:`NamespaceFacts`
 - :func:`plan` (desired, actual, settings) -> :class:`Plan` with ``actions`` (a tuple of
@@ -22,9 +25,11 @@ PSP mode
 RoleBinding ``roleBindingName`` -> ClusterRole ``pspClusterRole`` for Group
 ``system:serviceaccounts:<ns>``, labelled ``app.kubernetes.io/managed-by: vsphere-kale``.
 Any RoleBinding with the same roleRef whose subjects include that group satisfies the
-namespace (the earlier tool's ``rb-all-sa_ns-<ns>``): it is *adopted* by adding our
-managed-by label, so it shows up in the reconciler's label-selected watch and no duplicate is
-ever created. Our own binding whose subjects were edited is patched back; one whose roleRef
+namespace (the earlier tool's ``rb-all-sa_ns-<ns>``), so no duplicate is ever created. It is
+left untouched: the service may patch and delete only the binding named ``roleBindingName``
+(RBAC ``resourceNames``; issue 10, finding 6). A binding with our name but no label is
+*adopted* by adding our managed-by label, so it shows up in the label-selected watch. Our
+own binding whose subjects were edited is patched back; one whose roleRef
 was edited is deleted and re-created, because roleRef is immutable.
 
 Facts may hold only the *managed* bindings of a namespace (what the reconciler's
@@ -236,17 +241,84 @@ def decide_mode(configured: str, *, psp_served: bool) -> Mode:
     raise ValueError(f"unknown pod-security mode {configured!r}")
 
 
+PROFILE_GROUP = "kubeflow.org"
+
+
+def decide_protected(namespace: str, *, service_namespace: str) -> bool:
+    """System namespaces a Profile's name must never pull in: ours, ``default``, ``kube-*``.
+
+    A Profile is a cluster-scoped object any Kubeflow user can have created through the
+    dashboard's registration flow with a name they choose; binding the privileged PSP role in
+    ``kube-system`` or labelling it ``enforce=baseline`` (which rejects CNI and CSI pods)
+    because of that name would be privilege escalation through a name.
+    """
+    return namespace == service_namespace or namespace == "default" or namespace.startswith("kube-")
+
+
+def decide_owned_by_profile(
+    namespace_obj: Mapping[str, Any] | None, profile: Mapping[str, Any] | None
+) -> bool:
+    """Whether the namespace's *controller* ownerReference is the same-named Profile.
+
+    The Kubeflow profile controller creates a profile's namespace with
+    ``controllerutil.SetControllerReference`` and refuses a namespace it does not own, so
+    that reference (kind Profile, group kubeflow.org, the Profile's uid) is what makes a
+    namespace a profile namespace; a matching name alone is not. The uid check stops a
+    Profile deleted and re-created by someone else from inheriting the old namespace.
+    """
+    if namespace_obj is None or profile is None:
+        return False
+    meta = namespace_obj.get("metadata") or {}
+    profile_meta = profile.get("metadata") or {}
+    name = meta.get("name")
+    uid = profile_meta.get("uid")
+    if not uid or profile_meta.get("name") != name:
+        return False
+    for ref in meta.get("ownerReferences") or ():
+        if not isinstance(ref, Mapping) or ref.get("controller") is not True:
+            continue
+        group = str(ref.get("apiVersion") or "").partition("/")[0]
+        if (
+            ref.get("kind") == "Profile"
+            and group == PROFILE_GROUP
+            and ref.get("name") == name
+            and ref.get("uid") == uid
+        ):
+            return True
+    return False
+
+
 def decide_managed(
-    namespace: str, *, has_profile: bool, settings: PodSecuritySettings
+    namespace: str,
+    *,
+    profile: Mapping[str, Any] | None,
+    namespace_obj: Mapping[str, Any] | None,
+    settings: PodSecuritySettings,
+    service_namespace: str,
 ) -> tuple[bool, str]:
-    """Whether vsphere-kale manages ``namespace``, and why (a sentence fragment)."""
+    """Whether vsphere-kale manages ``namespace``, and why (a sentence fragment).
+
+    ``profile`` is the same-named Profile's API JSON (None: there is none), ``namespace_obj``
+    the Namespace's (None: it does not exist yet; nothing is written then, and its ADDED
+    event brings the namespace back). Explicit admin lists win; otherwise ownership, never
+    the name, decides.
+    """
     if namespace in settings.excluded_namespaces:
         return False, f"namespace {namespace} is listed in podSecurity.excludedNamespaces"
     if namespace in settings.extra_namespaces:
         return True, f"namespace {namespace} is listed in podSecurity.extraNamespaces"
-    if has_profile:
-        return True, f"Kubeflow Profile {namespace} exists"
-    return False, f"there is no Kubeflow Profile named {namespace}"
+    if profile is None:
+        return False, f"there is no Kubeflow Profile named {namespace}"
+    if decide_protected(namespace, service_namespace=service_namespace):
+        return False, (
+            f"namespace {namespace} is a system namespace, never managed because of a "
+            "Profile's name (list it in podSecurity.extraNamespaces to manage it)"
+        )
+    if namespace_obj is None:
+        return False, f"namespace {namespace} does not exist yet"
+    if not decide_owned_by_profile(namespace_obj, profile):
+        return False, f"namespace not owned by Profile {namespace}"
+    return True, f"Kubeflow Profile {namespace} exists and owns the namespace"
 
 
 def build_desired(namespace: str, *, mode: str, settings: PodSecuritySettings) -> Desired:
@@ -331,12 +403,10 @@ def _plan_binding(ns: str, want: DesiredBinding, actual: NamespaceFacts) -> Plan
         )
         if other.managed:
             return Plan(ns, "ok", why)
-        return Plan(
-            ns,
-            "ok",
-            why + "; adopting it instead of creating a duplicate",
-            actions=(PatchBinding(ns, other.name, label=True, adopt=True),),
-        )
+        # Not labelled, and not ours to label: the service may patch and delete only the
+        # RoleBinding named podSecurity.roleBindingName (RBAC resourceNames), so an equivalent
+        # binding (the old tool's rb-all-sa_ns-<ns>) is left as it is and counted as enough.
+        return Plan(ns, "ok", why + "; left as it is instead of creating a duplicate")
     if not actual.all_bindings:
         return Plan(
             ns,

@@ -177,7 +177,9 @@ class ReconcilerMetrics:
 
 
 class FactSource(Protocol):
-    def has_profile(self, name: str) -> bool: ...
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        """The same-named Profile (its uid decides ownership), or None."""
+        ...
 
     def namespace(self, name: str) -> Mapping[str, Any] | None: ...
 
@@ -193,6 +195,10 @@ def profiles(discovery: Discovery) -> r.Resource | None:
     return None if version is None else r.PROFILE.at(version)
 
 
+#: Event reason on a namespace a same-named Profile exists for but that we refuse to manage.
+NOT_OWNED = "PodSecurityNamespaceSkipped"
+
+
 class LiveSource:
     """Reads with one GET per question: for ``reconcile --namespace`` and after a 409."""
 
@@ -200,10 +206,11 @@ class LiveSource:
         self._kube = kube
         self._profiles = profiles(discovery)
 
-    def has_profile(self, name: str) -> bool:
+    def profile(self, name: str) -> Mapping[str, Any] | None:
         if self._profiles is None:
-            return False
-        return self._kube.get_optional(self._profiles, name) is not None
+            return None
+        found: Mapping[str, Any] | None = self._kube.get_optional(self._profiles, name)
+        return found
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self._kube.get_optional(r.NAMESPACE, name)
@@ -218,11 +225,11 @@ class SnapshotSource:
     def __init__(self, kube: Kube, discovery: Discovery, *, psp: bool) -> None:
         items = kube.list(r.NAMESPACE, timeout=LIST_TIMEOUT)
         self.namespaces = {i["metadata"]["name"]: i for i in items.get("items") or []}
-        self.profiles: set[str] = set()
+        self.profiles: dict[str, Mapping[str, Any]] = {}
         served = profiles(discovery)
         if served is not None:
             listed = kube.list(served, timeout=LIST_TIMEOUT)
-            self.profiles = {p["metadata"]["name"] for p in listed.get("items") or []}
+            self.profiles = {p["metadata"]["name"]: p for p in listed.get("items") or []}
         self._bindings: dict[str, list[Mapping[str, Any]]] = {}
         if psp:
             bindings = kube.list(
@@ -231,8 +238,8 @@ class SnapshotSource:
             for b in bindings.get("items") or []:
                 self._bindings.setdefault(b["metadata"]["namespace"], []).append(b)
 
-    def has_profile(self, name: str) -> bool:
-        return name in self.profiles
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        return self.profiles.get(name)
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self.namespaces.get(name)
@@ -313,8 +320,20 @@ class PodSecurityApplier:
             return Attempt(NamespaceResult(name, "skipped", (), "Pod-security management is off."))
         uid = ""
         try:
-            managed, why = decide_managed(name, has_profile=source.has_profile(name), settings=ps)
+            profile = source.profile(name)
+            ns_obj = source.namespace(name)
+            managed, why = decide_managed(
+                name,
+                profile=profile,
+                namespace_obj=ns_obj,
+                settings=ps,
+                service_namespace=self.settings.namespace,
+            )
             if not managed:
+                if profile is not None and ns_obj is not None:
+                    # A same-named Profile exists but we refuse the namespace (not its owner,
+                    # or a system namespace): say so where the admin looks.
+                    self._refused(name, ns_obj, why, dry_run=dry_run)
                 return Attempt(
                     NamespaceResult(name, "skipped", (), sentence(f"not managed: {why}"))
                 )
@@ -353,6 +372,19 @@ class PodSecurityApplier:
                 )
             return Attempt(
                 NamespaceResult(name, "failed", (), message), retry_after=exc.retry_after
+            )
+
+    def _refused(self, name: str, ns_obj: Mapping[str, Any], why: str, *, dry_run: bool) -> None:
+        log.warning(
+            "namespace %s: skipped: %s",
+            name,
+            why,
+            extra={"namespace": name, "outcome": "skipped"},
+        )
+        if self.events is not None and not dry_run:
+            uid = str((ns_obj.get("metadata") or {}).get("uid") or "")
+            self.events.record(
+                name, uid=uid, reason=NOT_OWNED, message=sentence(f"skipped: {why}"), warning=True
             )
 
     def _failure_message(self, name: str, exc: KubeError) -> str:

@@ -95,7 +95,15 @@ log = logging.getLogger(__name__)
 # --- informers -------------------------------------------------------------------------------
 
 
-_KEEP_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+# ownerReferences: a namespace is managed only when its controller reference is its Profile.
+_KEEP_META = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "deletionTimestamp",
+    "ownerReferences",
+)
 _KEEP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # informer: (top-level keys kept besides metadata, metadata maps kept and interned)
     "namespaces": (("status",), ("labels", "annotations")),
@@ -152,8 +160,9 @@ class CacheSource:
     def __init__(self, reconciler: Reconciler) -> None:
         self._r = reconciler
 
-    def has_profile(self, name: str) -> bool:
-        return self._r._get("profiles", name) is not None
+    def profile(self, name: str) -> Mapping[str, Any] | None:
+        profile: Mapping[str, Any] | None = self._r._get("profiles", name)
+        return profile
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
         return self._r._get("namespaces", name)
@@ -424,6 +433,12 @@ class Reconciler:
     def is_leader(self) -> bool:
         return self._leading.is_set() and not self._stop.is_set()
 
+    def leader_identity(self) -> str:
+        """The current leader's identity as this replica last saw it ("" when unknown)."""
+        if self.is_leader():
+            return self.identity
+        return self._elector.leader_identity() if self._elector is not None else ""
+
     def has_synced(self) -> bool:
         if not self._started or self.discovery is None:
             return False
@@ -454,7 +469,11 @@ class Reconciler:
         names = []
         for name in informer.cached_keys():
             managed, _ = decide_managed(
-                name, has_profile=self._get("profiles", name) is not None, settings=ps
+                name,
+                profile=self._get("profiles", name),
+                namespace_obj=self._get("namespaces", name),
+                settings=ps,
+                service_namespace=self.settings.namespace,
             )
             if managed:
                 names.append(name)
@@ -523,7 +542,9 @@ class Reconciler:
             delay = self._queue.add_rate_limited(key, retry_after=attempt.retry_after)
             log.info("namespace %s: retrying in %.1fs", key, delay)
         else:
-            self._queue.forget(key)
+            # A key that had failed and now succeeds means the API is back: the others'
+            # backoffs are reset too, so convergence after a fault storm takes seconds.
+            self._queue.forget(key, recovered=True)
         self._resolve(waiters, attempt.result)
 
     def _settled(self, namespace: str) -> bool:

@@ -64,6 +64,12 @@ class WebhookMetrics:
         )
         for result in ("success", "failure"):
             self.cert_reloads.labels(result)  # exported as 0 before the first reload
+        self.refused = Counter(
+            "vsphere_kale_webhook_refused_total",
+            "Connections closed and requests refused by the server's budgets, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.cert_expiry = Gauge(
             "vsphere_kale_webhook_certificate_expiry_timestamp_seconds",
             "Unix time at which the serving certificate in use expires.",

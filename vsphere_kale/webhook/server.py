@@ -37,16 +37,23 @@ import orjson
 import tornado.http1connection
 import tornado.httpserver
 import tornado.ioloop
+import tornado.iostream
 import tornado.netutil
 import tornado.routing
 import tornado.web
 from tornado import httputil
 
-from vsphere_kale.errors import AdmissionError, CertificateError, ConfigError
-from vsphere_kale.install import certs
+from vsphere_kale.errors import AdmissionError, ConfigError
 from vsphere_kale.settings import Settings
 from vsphere_kale.webhook import admission
+from vsphere_kale.webhook.limits import Budget, decide_body_reservation
+from vsphere_kale.webhook.logs import TEXT_FORMAT as TEXT_FORMAT
+from vsphere_kale.webhook.logs import JsonFormatter as JsonFormatter
+from vsphere_kale.webhook.logs import TextFormatter as TextFormatter
+from vsphere_kale.webhook.logs import configure_logging as configure_logging
+from vsphere_kale.webhook.logs import reduce_logging_overhead as reduce_logging_overhead
 from vsphere_kale.webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from vsphere_kale.webhook.tls import TlsMaterial, build_tls_context, file_signature
 
 log = logging.getLogger(__name__)
 
@@ -67,149 +74,6 @@ JsonObject = dict[str, Any]
 ReadyCheck = Callable[[], "str | None"]
 
 
-# --- logging -------------------------------------------------------------------------------
-
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, plus the record's ``extra``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: JsonObject = {
-            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-class TextFormatter(logging.Formatter):
-    """:data:`TEXT_FORMAT` with the date part of the timestamp cached per second
-    (``localtime`` + ``strftime`` were a third of the cost of a rewrite's log line)."""
-
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-        self._second = -1
-        self._prefix = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
-            self._second = second
-        return f"{self._prefix},{int(record.msecs):03d}"
-
-
-def reduce_logging_overhead() -> None:
-    """Skip per-record work nobody reads in a one-thread server: the caller's file and line,
-    thread and process names (the "Optimization" section of the logging HOWTO). Halves the
-    cost of a log call."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-
-
-def configure_logging(log_format: str, *, level: int = logging.INFO) -> None:
-    """Process-wide logging for a server process (``text`` or ``json`` lines on stderr).
-
-    Not part of :class:`WebhookServer`: logging is global to the process, and tests run
-    several servers in one process.
-    """
-    if log_format not in ("text", "json"):
-        raise ConfigError("--log-format", f"{log_format!r} is not one of: text, json")
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    reduce_logging_overhead()
-    # tornado's access log would add a line per request; our handlers log what matters.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-
-
-# --- TLS -----------------------------------------------------------------------------------
-
-
-def _read(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(flag, f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _file_signature(paths: Sequence[Path]) -> tuple[object, ...]:
-    """What changes when a file is replaced: the resolved target (a Secret volume swaps the
-    ``..data`` symlink), its inode, mtime and size. A missing file is part of the state too."""
-    parts: list[object] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            parts.append((os.path.realpath(path), st.st_ino, st.st_mtime_ns, st.st_size))
-        except OSError as exc:
-            parts.append((str(path), exc.errno))
-    return tuple(parts)
-
-
-class _TlsMaterial:
-    """A loaded ``SSLContext`` plus what we log and export about its certificate."""
-
-    def __init__(self, context: ssl.SSLContext, subject: str, expires: datetime.datetime) -> None:
-        self.context = context
-        self.subject = subject
-        self.expires = expires
-
-
-def build_tls_context(
-    cert_file: Path, key_file: Path, *, client_ca_file: Path | None = None
-) -> _TlsMaterial:
-    """A server ``SSLContext`` (TLS >= 1.2) from the files; ConfigError names the bad flag."""
-    cert_pem = _read(cert_file, "--cert-file")
-    key_pem = _read(key_file, "--key-file")
-    try:
-        certs.load_ca_bundle(cert_pem)  # the whole chain parses
-    except CertificateError as exc:
-        raise ConfigError("--cert-file", f"{cert_file} holds no valid PEM certificate") from exc
-    try:
-        subject = certs.describe_pair(cert_pem, key_pem)
-        expires = certs.not_after(cert_pem)
-    except CertificateError as exc:
-        raise ConfigError("--key-file", f"{key_file}: {exc}") from exc
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    # tornado speaks HTTP/1.1 only; saying so stops a Go client from trying h2 first.
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        # The files are read a second time here (ssl loads from paths only). A rotation in
-        # between gives either a consistent newer pair or an SSLError, never a mixed context.
-        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("--cert-file", f"cannot load {cert_file} / {key_file}: {exc}") from exc
-    if client_ca_file is not None:
-        _read(client_ca_file, "--client-ca-file")
-        try:
-            context.load_verify_locations(cafile=str(client_ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "--client-ca-file", f"{client_ca_file} holds no usable CA certificate: {exc}"
-            ) from exc
-        context.verify_mode = ssl.CERT_REQUIRED
-    return _TlsMaterial(context, subject, expires)
-
-
 # --- handlers ------------------------------------------------------------------------------
 
 _STATUS_REASONS = {
@@ -218,6 +82,8 @@ _STATUS_REASONS = {
     405: "MethodNotAllowed",
     413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
 }
 
 
@@ -459,18 +325,28 @@ class _StreamingMutateHandler(_MutateHandler):
 
     def prepare(self) -> None:
         length = self.request.headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > _DISCARD_LIMIT):
+        if length is not None and not length.isdigit():
+            # "-1", "1e3", " 5": not a length (RFC 9110 8.6); a 413 would blame the size.
+            self._reject(400, f"Content-Length {length[:32]!r} is not a number of bytes")
+        if length is not None and int(length) > _DISCARD_LIMIT:
             self._reject(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES} bytes")
         connection = self.request.connection
         if isinstance(connection, tornado.http1connection.HTTP1Connection):
-            connection.set_max_body_size(_DISCARD_LIMIT)
+            # We count the bytes ourselves (data_received) so that a chunked body over the
+            # limit is answered 413; tornado's own limit would answer a bare 400. Declared
+            # lengths above _DISCARD_LIMIT were refused above; time is bounded by the body
+            # timeout.
+            connection.set_max_body_size(2**62)
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size <= MAX_BODY_BYTES:
             self._chunks.append(chunk)
-        elif self._chunks:
-            self._chunks = []  # keep reading (see _DISCARD_LIMIT) but stop buffering
+            return
+        # Keep reading but stop buffering: a chunked body has no length to refuse up front,
+        # and answering before it ends makes TCP reset the connection under the client's
+        # feet. The body timeout bounds how long this may go on; post() answers 413.
+        self._chunks = []
 
     def post(self) -> None:
         self.body_read = True
@@ -496,8 +372,13 @@ class _StreamedBodies(tornado.routing.PathMatches):
         return super().match(request)
 
 
+def _remote_ip(server_conn: object) -> str:
+    return str(getattr(getattr(server_conn, "context", None), "remote_ip", "") or "")
+
+
 class _RequestTracker(httputil.HTTPServerConnectionDelegate):
-    """Wraps the Application to know which connections are in the middle of a request.
+    """Wraps the Application to know which connections are in the middle of a request, and
+    to hold each request's body to the budget before tornado reads it.
 
     A connection is busy from the moment a request's headers arrive (its body may still be
     on the way) until tornado starts waiting for the next request on it, which it does only
@@ -505,8 +386,9 @@ class _RequestTracker(httputil.HTTPServerConnectionDelegate):
     waits for busy connections; idle keep-alive ones are simply closed.
     """
 
-    def __init__(self, application: tornado.web.Application) -> None:
+    def __init__(self, application: tornado.web.Application, webhook: WebhookServer) -> None:
         self.application = application
+        self.webhook = webhook
         self.busy: set[Any] = set()
 
     def start_request(
@@ -514,7 +396,10 @@ class _RequestTracker(httputil.HTTPServerConnectionDelegate):
     ) -> httputil.HTTPMessageDelegate:
         self.busy.discard(server_conn)  # its previous response, if any, is finished
         return _TrackedMessage(
-            self, server_conn, self.application.start_request(server_conn, request_conn)
+            self,
+            server_conn,
+            request_conn,
+            self.application.start_request(server_conn, request_conn),
         )
 
     def in_flight(self) -> int:
@@ -525,29 +410,110 @@ class _RequestTracker(httputil.HTTPServerConnectionDelegate):
 
 class _TrackedMessage(httputil.HTTPMessageDelegate):
     def __init__(
-        self, tracker: _RequestTracker, server_conn: object, inner: httputil.HTTPMessageDelegate
+        self,
+        tracker: _RequestTracker,
+        server_conn: object,
+        request_conn: httputil.HTTPConnection,
+        inner: httputil.HTTPMessageDelegate,
     ) -> None:
         self._tracker = tracker
         self._server_conn = server_conn
+        self._request_conn = request_conn
         self._inner = inner
+        self._reserved = 0
+        self._address = ""
 
     def headers_received(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
+        webhook = self._tracker.webhook
+        size = decide_body_reservation(
+            headers.get("Content-Length"),
+            chunked="Transfer-Encoding" in headers,
+            max_body_bytes=MAX_BODY_BYTES,
+        )
+        address = _remote_ip(self._server_conn)
+        refused = webhook.budget.reserve_body(address, size)
+        if refused is not None:
+            webhook.metrics.refused.labels(f"body_bytes_{refused}").inc()
+            log.warning(
+                "refused a request from %s: its %d body bytes exceed the %s body budget",
+                address,
+                size,
+                "per-address" if refused == "address" else "total",
+            )
+            return _refuse(self._request_conn, 503, "too many request bodies in flight; retry")
+        self._reserved, self._address = size, address
         self._tracker.busy.add(self._server_conn)
         return self._inner.headers_received(start_line, headers)
+
+    def _release(self) -> None:
+        if self._reserved:
+            self._tracker.webhook.budget.release_body(self._address, self._reserved)
+            self._reserved = 0
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         return self._inner.data_received(chunk)
 
     def finish(self) -> None:
+        # The whole body is here: the review runs now, synchronously, and frees it.
+        self._release()
         self._inner.finish()
 
     def on_connection_close(self) -> None:
+        self._release()
         self._tracker.busy.discard(self._server_conn)
         self._inner.on_connection_close()
+
+
+async def _refuse(request_conn: httputil.HTTPConnection, status: int, message: str) -> None:
+    """Answer without reading the body, then close: the body is what we cannot afford."""
+    if not isinstance(request_conn, tornado.http1connection.HTTP1Connection):
+        request_conn.finish()
+        return
+    body = _status_body(status, message)
+    head = (
+        f"HTTP/1.1 {status} {_STATUS_REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    stream = request_conn.detach()
+    try:
+        await stream.write(head.encode() + body)
+    except tornado.iostream.StreamClosedError:
+        pass
+    finally:
+        stream.close()
+
+
+class _LimitedHTTPServer(tornado.httpserver.HTTPServer):
+    """tornado's HTTPServer with a cap on open connections (in total and per address)."""
+
+    webhook: WebhookServer
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple[Any, ...]) -> None:
+        ip = str(address[0]) if isinstance(address, tuple) and address else ""
+        refused = self.webhook.budget.admit_connection(ip)
+        if refused is not None:
+            # Closed before the TLS handshake: a flood costs us an accept and a close.
+            self.webhook.metrics.refused.labels(f"connections_{refused}").inc()
+            log.debug("refused a connection from %s (%s connection limit)", ip, refused)
+            stream.close()
+            return
+        stream.vsphere_kale_address = ip  # type: ignore[attr-defined]
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        stream = getattr(server_conn, "stream", None)
+        ip = getattr(stream, "vsphere_kale_address", None)
+        if ip is not None:
+            del stream.vsphere_kale_address  # type: ignore[union-attr]
+            self.webhook.budget.release_connection(ip)
+        super().on_close(server_conn)
 
 
 def _fail_open(decoded: object) -> object:
@@ -601,6 +567,8 @@ class WebhookServer:
         reload_interval: float = 1.0,
     ) -> None:
         self.settings = settings
+        self.limits = settings.server
+        self.budget = Budget(self.limits)
         self.metrics = WebhookMetrics()
         self.registry = self.metrics.registry
         self.draining = False
@@ -614,7 +582,7 @@ class WebhookServer:
         self._watched = [self._cert_file, self._key_file]
         if self._client_ca_file is not None:
             self._watched.append(self._client_ca_file)
-        self._loaded_signature = _file_signature(self._watched)
+        self._loaded_signature = file_signature(self._watched)
         self._suspect_signature: tuple[object, ...] | None = None
         self._reported_signature: tuple[object, ...] | None = None
         self._tls = self._load_tls()
@@ -647,19 +615,19 @@ class WebhookServer:
             serve_traceback=False,
             **dict(app_settings or {}),
         )
-        self._tracker = _RequestTracker(self.application)
+        self._tracker = _RequestTracker(self.application, self)
         self._http: tornado.httpserver.HTTPServer | None = None
         self._reloader: tornado.ioloop.PeriodicCallback | None = None
         self._port: int | None = None
 
     # -- TLS --
 
-    def _load_tls(self) -> _TlsMaterial:
+    def _load_tls(self) -> TlsMaterial:
         return build_tls_context(
             self._cert_file, self._key_file, client_ca_file=self._client_ca_file
         )
 
-    def _set_tls(self, material: _TlsMaterial) -> None:
+    def _set_tls(self, material: TlsMaterial) -> None:
         self._tls = material
         self.metrics.cert_expiry.set(material.expires.timestamp())
 
@@ -678,7 +646,7 @@ class WebhookServer:
         before an ERROR is logged, because writers that replace the two files one after the
         other (``vsphere-kale certs --force``) briefly leave a new certificate with an old key.
         """
-        signature = _file_signature(self._watched)
+        signature = file_signature(self._watched)
         if signature in (self._loaded_signature, self._reported_signature):
             return False
         try:
@@ -727,19 +695,22 @@ class WebhookServer:
 
     async def start(self) -> None:
         """Bind and serve on the running event loop. OSError when the port is taken."""
-        self._http = tornado.httpserver.HTTPServer(
+        http = _LimitedHTTPServer(
             self._tracker,
             ssl_options=self._listen_context,
             # Larger bodies are routed to the streaming handler, which raises the limit.
             max_body_size=MAX_BODY_BYTES,
-            # No body_timeout: tornado wraps every body read in gen.with_timeout, which cost
-            # ~15% more Python calls and ~3 extra loop iterations per review (measured). The
-            # API server gives up after its webhook timeout (<= 30 s) and closes anyway.
-            # Go's http.Transport drops idle connections after 90 s; keep ours a bit longer
-            # so the client, not the server, decides (avoids races on reused connections).
-            idle_connection_timeout=120.0,
+            # A body timeout costs each review a gen.with_timeout (~15% more Python calls,
+            # measured), but without one a client that stalls a byte short of its declared
+            # length holds the buffered body for ever (issue 10, finding 2).
+            body_timeout=self.limits.body_timeout_seconds,
+            # Also tornado's header timeout: a slowloris header trickle and a stalled TLS
+            # handshake end after it too.
+            idle_connection_timeout=self.limits.idle_timeout_seconds,
             decompress_request=False,
         )
+        http.webhook = self
+        self._http = http
         sockets = tornado.netutil.bind_sockets(self._requested_port, address=self._address)
         self._http.add_sockets(sockets)
         self._port = sockets[0].getsockname()[1]
