@@ -243,7 +243,7 @@ def test_configuration_page_documents_every_settings_key() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     tables = {
         section: text.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
-        for section in ("storage", "podSecurity", "namespace")
+        for section in ("storage", "podSecurity", "server", "adminApi", "namespace")
     }
     missing = []
     for key in settings_keys(Settings):
