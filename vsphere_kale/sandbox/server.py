@@ -34,6 +34,11 @@ from tornado.iostream import StreamClosedError
 from vsphere_kale.errors import KubeError
 from vsphere_kale.sandbox import openapi, protobuf, tables
 from vsphere_kale.sandbox.faults import FaultInjector
+from vsphere_kale.sandbox.impersonation import (
+    ImpersonationError,
+    build_impersonation_requests,
+    impersonated_user,
+)
 from vsphere_kale.sandbox.patching import (
     APPLY_PATCH,
     PATCH_TYPES,
@@ -518,7 +523,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def _dispatch(self, method: str) -> None:
         sb = self.sandbox
-        user = await self._authenticate()
+        user = await self._impersonate(await self._authenticate())
         path = self.request.path
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s != ""]
         info = parse_resource_path(sb.registry, segments)
@@ -612,6 +617,31 @@ class ApiHandler(tornado.web.RequestHandler):
         if user is None:
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user
+
+    async def _impersonate(self, user: UserInfo) -> UserInfo:
+        """The user to serve the request as: ``user``, or whom the Impersonate-* headers name.
+
+        Each header is checked with verb ``impersonate`` before any of it is honoured (kube's
+        WithImpersonation filter); one refusal is a 403 naming what was refused.
+        """
+        try:
+            requests = build_impersonation_requests(self.request.headers.get_all())
+        except ImpersonationError as exc:
+            raise StatusError(500, "InternalError", f"Internal error occurred: {exc}") from exc
+        for req in requests:
+            await self._authorize(
+                Attributes(
+                    user,
+                    "impersonate",
+                    api_group=req.api_group,
+                    api_version="v1",
+                    resource=req.resource,
+                    subresource=req.subresource,
+                    namespace=req.namespace,
+                    name=req.name,
+                )
+            )
+        return impersonated_user(requests) or user
 
     async def _authorize(self, attrs: Attributes) -> None:
         decision = await _resolve(self.sandbox.authorize(attrs))
