@@ -134,7 +134,11 @@ def test_each_group_and_the_uid_need_their_own_grant(demo: RunningSandbox) -> No
                 "name": "impersonate-bob",
             },
             "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice@example.com"}
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "alice@example.com",
+                }
             ],
         }
     )

@@ -78,6 +78,18 @@ from vsphere_kale.sandbox.types import (
     ResourceRef,
     UserInfo,
 )
+from vsphere_kale.sandbox.validation import (
+    check_pvc_decodes,
+    invalid_error,
+    needs_default_class,
+    pick_default_storage_class,
+    validate_delete_options,
+    validate_pvc,
+    validate_pvc_update,
+)
+
+PVCS = ResourceRef("", "persistentvolumeclaims")
+STORAGE_CLASSES = ResourceRef("storage.k8s.io", "storageclasses")
 
 log = logging.getLogger(__name__)
 
@@ -1134,7 +1146,11 @@ class ApiHandler(tornado.web.RequestHandler):
                     details={"name": name, "group": info.rt.group, "kind": info.rt.plural},
                 )
         if not info.rt.admitted:
+            self._validate(info, obj, old)
             return obj
+        if operation == "CREATE" and info.rt.storage_ref == PVCS:
+            check_pvc_decodes(obj)
+            self._default_storage_class(obj)
         attrs = AdmissionAttributes(
             operation=operation,
             group=info.rt.group,
@@ -1163,7 +1179,26 @@ class ApiHandler(tornado.web.RequestHandler):
                     f"admission changed metadata.{field} "
                     f"from {meta.get(field)!r} to {new_meta.get(field)!r}",
                 )
+        self._validate(info, mutated, old)
         return mutated
+
+    def _default_storage_class(self, pvc: JSONObject) -> None:
+        """The DefaultStorageClass admission plugin: runs before the mutating webhooks."""
+        if not needs_default_class(pvc):
+            return
+        chosen = pick_default_storage_class(self.sandbox.store.list_objects(STORAGE_CLASSES))
+        if chosen is not None:
+            pvc.setdefault("spec", {})["storageClassName"] = chosen
+
+    def _validate(self, info: RequestInfo, obj: JSONObject, old: JSONObject | None) -> None:
+        """Type validation after mutating admission, as kube-apiserver orders it."""
+        if info.rt.storage_ref != PVCS:
+            return
+        check_pvc_decodes(obj)
+        causes = validate_pvc(obj) if old is None else validate_pvc_update(obj, old)
+        if causes:
+            name = str((obj.get("metadata") or {}).get("name") or "")
+            raise invalid_error(info.rt.kind, info.rt.group, name, causes)
 
     async def _create(self, info: RequestInfo, user: UserInfo) -> None:
         if info.subresource == "token":
@@ -1304,9 +1339,21 @@ class ApiHandler(tornado.web.RequestHandler):
         self._send(201, self._served(info, stored))
 
     def _delete_options(self) -> JSONObject:
-        if not self.request.body:
-            return {}
-        return self._body()
+        """DeleteOptions from the body, else from the query (as kube decodes them), validated."""
+        if self.request.body:
+            options = self._body()
+        else:
+            options = {}
+            policy = self.get_query_argument("propagationPolicy", None)
+            if policy is not None:
+                options["propagationPolicy"] = policy
+            orphan = self.get_query_argument("orphanDependents", None)
+            if orphan is not None:
+                options["orphanDependents"] = orphan.lower() == "true"
+        causes = validate_delete_options(options)
+        if causes:
+            raise invalid_error("DeleteOptions", "meta.k8s.io", "", causes)
+        return options
 
     def _delete(self, info: RequestInfo) -> None:
         assert info.name is not None
