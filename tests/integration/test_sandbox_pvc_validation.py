@@ -202,8 +202,8 @@ def test_kubectl_patch_of_the_class_prints_kubes_refusal(sandbox_factory: Any) -
     running = sandbox_factory(tls=True)
     _core(running).create_namespaced_persistent_volume_claim("team", _claim())
     result = subprocess.run(
-        ["kubectl", "--kubeconfig", str(running.kubeconfig_path), "patch", "pvc", "data", "-n", "team",
-         "-p", '{"spec":{"storageClassName":"nfs-client"}}'],
+        ["kubectl", "--kubeconfig", str(running.kubeconfig_path), "-n", "team",
+         "patch", "pvc", "data", "-p", '{"spec":{"storageClassName":"nfs-client"}}'],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode != 0
