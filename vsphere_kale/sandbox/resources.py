@@ -391,6 +391,7 @@ class StatusError(Exception):
         self.message = message
         self.details = details
         self.retry_after = retry_after
+        self.list_continue = ""  # metadata.continue of a 410 for a stale continue token
         super().__init__(message)
 
     def to_status(self) -> JSONObject:
@@ -400,7 +401,7 @@ class StatusError(Exception):
         status: JSONObject = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": {"continue": self.list_continue} if self.list_continue else {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

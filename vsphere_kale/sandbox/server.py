@@ -39,6 +39,15 @@ from vsphere_kale.sandbox.impersonation import (
     build_impersonation_requests,
     impersonated_user,
 )
+from vsphere_kale.sandbox.paging import (
+    Continue,
+    ListSnapshots,
+    decode_continue,
+    encode_continue,
+    expired,
+    item_key,
+    parse_limit,
+)
 from vsphere_kale.sandbox.patching import (
     APPLY_PATCH,
     PATCH_TYPES,
@@ -265,6 +274,8 @@ class Sandbox:
             namespace_sweep_delay=namespace_sweep_delay,
         )
         self.faults = FaultInjector()
+        # Consistent pages of chunked lists; compact() makes outstanding tokens stale (410).
+        self.list_snapshots = ListSnapshots()
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.authenticate: Authenticator = allow_everyone_as_admin
@@ -865,9 +876,17 @@ class ApiHandler(tornado.web.RequestHandler):
         ], rv
 
     def _list(self, info: RequestInfo) -> None:
-        items, rv = self._matching(info)
+        limit = parse_limit(self.get_query_argument("limit", None))
+        token_text = self.get_query_argument("continue", "")
+        if not limit and not token_text:
+            items, rv = self._matching(info)
+            page_meta: JSONObject = {"resourceVersion": rv}
+        else:
+            items, page_meta = self._page(info, limit, token_text)
+            rv = page_meta["resourceVersion"]
         table = self._table(info, items, resource_version=rv)
         if table is not None:
+            table.setdefault("metadata", {}).update(page_meta)
             self._send(200, table)
             return
         self._send(
@@ -875,10 +894,50 @@ class ApiHandler(tornado.web.RequestHandler):
             {
                 "kind": f"{info.rt.kind}List",
                 "apiVersion": info.rt.api_version(info.version),
-                "metadata": {"resourceVersion": rv},
+                "metadata": page_meta,
                 "items": items,
             },
         )
+
+    def _page(
+        self, info: RequestInfo, limit: int, token_text: str
+    ) -> tuple[list[JSONObject], JSONObject]:
+        """One page of a chunked list (see ``paging.py``): items and the list metadata."""
+        labels, fields = self._selectors(info)
+        scope = f"{info.rt.storage_ref.group}/{info.rt.storage_ref.plural}/{info.namespace or ''}"
+        snapshots = self.sandbox.list_snapshots
+        start = ""
+        if token_text:
+            token = decode_continue(token_text)
+            start = token.start
+            if token.resource_version == -1:
+                snapshot, rv = self._snapshot(info, scope)
+            else:
+                found = snapshots.get(scope, token.resource_version)
+                if found is None:
+                    raise expired(token)
+                snapshot, rv = found, str(token.resource_version)
+        else:
+            snapshot, rv = self._snapshot(info, scope)
+        keyed = [
+            (item_key(o, namespaced_list=bool(info.namespace)), o)
+            for o in snapshot
+            if labels.matches((o.get("metadata") or {}).get("labels")) and fields.matches(o)
+        ]
+        rest = [(k, o) for k, o in keyed if k >= start]
+        page = rest[:limit] if limit else rest
+        meta: JSONObject = {"resourceVersion": rv}
+        if limit and len(rest) > limit:
+            meta["continue"] = encode_continue(Continue(int(rv), page[-1][0] + "\x00"))
+            if labels.empty and fields.empty:
+                meta["remainingItemCount"] = len(rest) - limit
+        return [clone(o) for _, o in page], meta
+
+    def _snapshot(self, info: RequestInfo, scope: str) -> tuple[list[JSONObject], str]:
+        items, rv = self.sandbox.store.list_items(self._storage_type(info), info.namespace)
+        served = [self._served(info, o) for o in items]
+        self.sandbox.list_snapshots.put(scope, int(rv), served)
+        return served, rv
 
     # -- watch --
 
