@@ -442,7 +442,7 @@ def test_strategic_merge_replaces_rbac_subjects(api: client.ApiClient, ns: str) 
     assert [s.name for s in patched.subjects] == ["bob"]
 
 
-def test_server_side_apply_creates_then_merges(sandbox: RunningSandbox, ns: str) -> None:
+def test_server_side_apply_creates_then_prunes(sandbox: RunningSandbox, ns: str) -> None:
     def apply(body: str) -> dict[str, Any]:
         return dict(
             sandbox.request(
@@ -458,8 +458,9 @@ def test_server_side_apply_creates_then_merges(sandbox: RunningSandbox, ns: str)
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: '1'\n"
     )
     assert created["data"] == {"a": "1"}
-    merged = apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  b: '2'\n")
-    assert merged["data"] == {"a": "1", "b": "2"}
+    # The same manager no longer applies data.a: kube prunes it (server-side apply).
+    pruned = apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  b: '2'\n")
+    assert pruned["data"] == {"b": "2"}
 
 
 # --- dryRun and field validation -----------------------------------------------------------

@@ -33,6 +33,8 @@ from tornado.iostream import StreamClosedError
 
 from vsphere_kale.errors import KubeError
 from vsphere_kale.sandbox import openapi, protobuf, tables
+from vsphere_kale.sandbox.apply import apply as apply_config
+from vsphere_kale.sandbox.apply import default_manager, record_update
 from vsphere_kale.sandbox.faults import FaultInjector
 from vsphere_kale.sandbox.impersonation import (
     ImpersonationError,
@@ -75,7 +77,7 @@ from vsphere_kale.sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from vsphere_kale.sandbox.store import Store, Watcher, WatchEvent, clone
+from vsphere_kale.sandbox.store import Store, Watcher, WatchEvent, clone, now_rfc3339
 from vsphere_kale.sandbox.types import (
     ANONYMOUS,
     AdmissionAttributes,
@@ -1290,6 +1292,7 @@ class ApiHandler(tornado.web.RequestHandler):
         _validate_meta(info.rt, body)
         _refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
+        self._record_update(info, None, admitted)
         stored = self.sandbox.store.create(
             self._storage_type(info),
             info.namespace,
@@ -1297,6 +1300,26 @@ class ApiHandler(tornado.web.RequestHandler):
             dry_run=dry_run,
         )
         self._send(201, self._served(info, stored))
+
+    def _field_manager(self, *, apply_request: bool) -> str:
+        manager = self.get_query_argument("fieldManager", "")
+        if len(manager) > 128:
+            raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        if apply_request and not manager:
+            raise bad_request(
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                "Required value: is required for apply patch"
+            )
+        return manager or default_manager(self.request.headers.get("User-Agent", ""))
+
+    def _record_update(self, info: RequestInfo, old: JSONObject | None, new: JSONObject) -> None:
+        record_update(
+            old,
+            new,
+            manager=self._field_manager(apply_request=False),
+            api_version=info.rt.api_version(info.version),
+            now=now_rfc3339(),
+        )
 
     async def _update(self, info: RequestInfo, user: UserInfo) -> None:
         assert info.name is not None
@@ -1320,9 +1343,9 @@ class ApiHandler(tornado.web.RequestHandler):
         old = self.sandbox.store.get(st, info.namespace, info.name)
         if old is None:
             raise not_found(info.rt, info.name)
-        admitted = await self._admit(
-            info, user, "UPDATE", body, self._served(info, old), dry_run=dry_run
-        )
+        old_served = self._served(info, old)
+        admitted = await self._admit(info, user, "UPDATE", body, old_served, dry_run=dry_run)
+        self._record_update(info, old_served, admitted)
         stored = self.sandbox.store.update(
             st, info.namespace, info.name, to_storage(info.rt, admitted), dry_run=dry_run
         )
@@ -1335,18 +1358,35 @@ class ApiHandler(tornado.web.RequestHandler):
             raise unsupported_media_type(content_type)
         patch = parse_patch_body(content_type, self.request.body or b"")
         dry_run = self._dry_run()
+        is_apply = content_type == APPLY_PATCH
+        force = self.get_query_argument("force", "").lower() == "true"
+        if self.get_query_argument("force", "") and not is_apply:
+            raise bad_request("force may only be set for apply patches")
+        if is_apply and not isinstance(patch, dict):
+            raise bad_request("an apply patch must be an object")
+        if is_apply and (patch.get("metadata") or {}).get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil in an apply configuration")
+        manager = self._field_manager(apply_request=is_apply)
         st = self._storage_type(info)
         store = self.sandbox.store
         for _attempt in range(10):
             current = store.get(st, info.namespace, info.name)
             if current is None:
-                if not (content_type == APPLY_PATCH and isinstance(patch, dict)):
+                if not is_apply:
                     raise not_found(info.rt, info.name)
-                # Server-side apply of a missing object creates it (simplified SSA).
-                await self._create_for_apply(info, user, patch)
+                # Server-side apply of a missing object creates it.
+                await self._create_for_apply(info, user, patch, manager=manager)
                 return
             served = self._served(info, current)
-            patched = apply_patch(content_type, clone(served), patch)
+            api_version = info.rt.api_version(info.version)
+            if is_apply:
+                self._check_type_meta(info, patch)
+                patched = apply_config(
+                    served, patch, manager=manager, api_version=api_version,
+                    now=now_rfc3339(), force=force,
+                )  # fmt: skip
+            else:
+                patched = apply_patch(content_type, clone(served), patch)
             self._check_type_meta(info, patched)
             meta = patched.get("metadata")
             if not isinstance(meta, dict) or meta.get("name") != info.name:
@@ -1358,6 +1398,10 @@ class ApiHandler(tornado.web.RequestHandler):
             current_rv = current["metadata"]["resourceVersion"]
             explicit_rv = meta.get("resourceVersion") not in (None, current_rv)
             admitted = await self._admit(info, user, "UPDATE", patched, served, dry_run=dry_run)
+            if not is_apply:
+                record_update(
+                    served, admitted, manager=manager, api_version=api_version, now=now_rfc3339()
+                )
             body = to_storage(info.rt, admitted)
             if not explicit_rv:
                 body["metadata"]["resourceVersion"] = current_rv
@@ -1376,9 +1420,15 @@ class ApiHandler(tornado.web.RequestHandler):
             f'{info.rt.qualified} "{info.name}": too many concurrent updates',
         )
 
-    async def _create_for_apply(self, info: RequestInfo, user: UserInfo, body: JSONObject) -> None:
+    async def _create_for_apply(
+        self, info: RequestInfo, user: UserInfo, config: JSONObject, *, manager: str
+    ) -> None:
         dry_run = self._dry_run()
-        self._check_type_meta(info, body)
+        self._check_type_meta(info, config)
+        body = apply_config(
+            None, config, manager=manager, api_version=info.rt.api_version(info.version),
+            now=now_rfc3339(), force=True,
+        )  # fmt: skip
         body.setdefault("metadata", {})["name"] = info.name
         if info.rt.namespaced:
             body["metadata"]["namespace"] = info.namespace
