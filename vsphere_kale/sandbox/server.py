@@ -736,6 +736,9 @@ class ApiHandler(tornado.web.RequestHandler):
             return self._resource_list("", "v1")
         if len(segments) == 3 and segments[0] == "apis" and reg.types_in(segments[1], segments[2]):
             return self._resource_list(segments[1], segments[2])
+        if segments == ["openapi", "v2"]:
+            self._check_accept()  # kubectl asks for protobuf only: 406, never a silent JSON
+            return openapi.swagger_v2(reg)
         if segments[:2] == ["openapi", "v3"]:
             if len(segments) == 2:
                 return openapi.index(reg)
