@@ -39,6 +39,14 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
 
 @sandbox_group.command("apiserver")
 @click.option(
+    "--control-plane",
+    type=click.Choice(["embedded", "real"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: the in-memory sandbox (pip only); real: upstream kube-apiserver + etcd "
+    "(tools/control-plane/build or $KUBEBUILDER_ASSETS).",
+)
+@click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=6443,
@@ -56,9 +64,8 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
 @click.option(
     "--seed",
     type=click.Choice(SEEDS),
-    default="kubeflow-demo",
-    show_default=True,
-    help="Initial objects.",
+    default=None,
+    help="Initial objects (default: kubeflow-demo embedded, empty on the real control plane).",
 )
 @click.option(
     "--kubeconfig-out",
@@ -79,16 +86,29 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
     "--no-authz", is_flag=True, help="Switch RBAC off: every authenticated request is allowed."
 )
 def apiserver_command(
+    control_plane: str,
     port: int,
     address: str,
     flavor: str,
-    seed: str,
+    seed: str | None,
     kubeconfig_out: str,
     tls: bool,
     no_kubeflow: bool,
     no_authz: bool,
 ) -> None:
     """Serve the sandbox Kubernetes API server until Ctrl-C."""
+    if control_plane == "real":
+        _serve_real(
+            port=port,
+            address=address,
+            flavor=flavor,
+            seed=seed,
+            kubeconfig_out=Path(kubeconfig_out),
+            tls=tls,
+            no_authz=no_authz,
+        )
+        return
+    seed = seed or "kubeflow-demo"
     try:
         setup = build_sandbox(
             flavor=flavor, seed=seed, authorization=not no_authz, kubeflow=not no_kubeflow
@@ -106,13 +126,7 @@ def apiserver_command(
         )
     except OSError as exc:
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = _stop_on_signal()
     kubeconfig = running.kubeconfig_path
     click.echo(f"sandbox API server ({flavor}, seed {seed}) serving on {running.url}")
     click.echo(
@@ -126,3 +140,77 @@ def apiserver_command(
     finally:
         running.stop()
     click.echo("sandbox stopped")
+
+
+def _stop_on_signal() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def _serve_real(
+    *,
+    port: int,
+    address: str,
+    flavor: str,
+    seed: str | None,
+    kubeconfig_out: Path,
+    tls: bool,
+    no_authz: bool,
+) -> None:
+    """``--control-plane real``: upstream etcd + kube-apiserver + kube-controller-manager."""
+    # Imported here: the embedded path must not pay for (or depend on) the launcher.
+    from vsphere_kale.controlplane import ControlPlaneError, start_control_plane
+    from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
+
+    if flavor == "psp":
+        raise ConfigError(
+            "--flavor",
+            "psp needs --control-plane embedded: PodSecurityPolicy was removed in Kubernetes "
+            "1.25, and the real control plane is 1.36",
+        )
+    if address != "127.0.0.1":
+        raise ConfigError("--address", "the real control plane listens on 127.0.0.1 only")
+    if not tls:
+        raise ConfigError("--no-tls", "the real control plane serves HTTPS only; drop --no-tls")
+    if no_authz:
+        raise ConfigError("--no-authz", "the real control plane always runs RBAC; drop --no-authz")
+    if seed not in (None, "empty"):
+        raise ConfigError(
+            "--seed",
+            f"{seed} is loaded by `vsphere-kale sandbox --control-plane real` (the whole "
+            "playground); `sandbox apiserver --control-plane real` starts with Kubernetes' own "
+            "objects only (--seed empty)",
+        )
+    click.echo("starting etcd, kube-apiserver and kube-controller-manager...", err=True)
+    try:
+        running = start_control_plane(flavor=flavor, port=port or None)
+    except ControlPlaneError as exc:
+        raise ConfigError("--control-plane", str(exc)) from exc
+    try:
+        stop = _stop_on_signal()
+        kubeconfig = write_kubeconfig(
+            kubeconfig_out, running.url, running.tokens, ca_pem=running.ca_pem
+        )
+        click.echo(
+            f"kube-apiserver {running.url} ({flavor}: Pod Security restricted by default; "
+            f"started in {running.start_seconds:.1f} s; logs in {running.workdir})"
+        )
+        click.echo(
+            f"kubeconfig: {kubeconfig} "
+            f"(contexts: {', '.join(context_name(u) for u in running.tokens)})"
+        )
+        click.echo(f"try: kubectl --kubeconfig {kubeconfig} get namespaces")
+        click.echo("press Ctrl-C to stop")
+        while not stop.wait(0.5):
+            running.check()
+    except ControlPlaneError as exc:
+        raise ConfigError("--control-plane", str(exc)) from exc
+    finally:
+        running.stop()
+    click.echo("control plane stopped")
