@@ -85,16 +85,23 @@ def test_kubectl_get_as_alice_cannot_list_bobs_claims(demo: RunningSandbox) -> N
 
 
 def test_impersonating_without_permission_is_403_with_kubes_message(demo: RunningSandbox) -> None:
+    # kube-apiserver 1.36 (constrained impersonation) refuses on the request itself.
     with pytest.raises(ApiException) as caught:
         _as(demo, ALICE, Impersonate_User="bob@example.com").list_namespaced_config_map("bob")
     assert caught.value.status == 403
     status = _status(caught.value)
     assert status["reason"] == "Forbidden"
     assert status["message"] == (
-        'users "bob@example.com" is forbidden: User "alice@example.com" cannot impersonate '
-        'resource "users" in API group "" at the cluster scope'
+        'configmaps is forbidden: User "alice@example.com" cannot '
+        'impersonate-on:user-info:list resource "configmaps" in API group "" in the namespace "bob"'
     )
-    assert status["details"] == {"name": "bob@example.com", "kind": "users"}
+    assert status["details"] == {"kind": "configmaps"}
+    with pytest.raises(ApiException) as named:
+        _as(demo, ALICE, Impersonate_User="bob@example.com").read_namespace("bob")
+    assert _status(named.value)["message"] == (
+        'namespaces "bob" is forbidden: User "alice@example.com" cannot '
+        'impersonate-on:user-info:get resource "namespaces" in API group "" in the namespace "bob"'
+    )
 
 
 def test_service_account_impersonation_is_checked_in_its_namespace(demo: RunningSandbox) -> None:
@@ -104,8 +111,9 @@ def test_service_account_impersonation_is_checked_in_its_namespace(demo: Running
         ).list_namespaced_config_map("bob")
     assert caught.value.status == 403
     assert _status(caught.value)["message"] == (
-        'serviceaccounts "default-editor" is forbidden: User "alice@example.com" cannot '
-        'impersonate resource "serviceaccounts" in API group "" in the namespace "bob"'
+        'configmaps is forbidden: User "alice@example.com" cannot '
+        'impersonate-on:serviceaccount:list resource "configmaps" in API group "" '
+        'in the namespace "bob"'
     )
 
 
@@ -187,5 +195,8 @@ def test_whoami_reports_the_impersonated_user_with_groups_and_extra(demo: Runnin
 def test_group_without_user_is_refused(demo: RunningSandbox) -> None:
     with pytest.raises(ApiException) as caught:
         _as(demo, Impersonate_Group="team-a").list_namespace()
-    assert caught.value.status == 500  # kube-apiserver's code for this malformed request
-    assert "without impersonating a user" in _status(caught.value)["message"]
+    assert caught.value.status == 400
+    assert _status(caught.value)["message"] == (
+        'requested &user.DefaultInfo{Name:"", UID:"", Groups:[]string{"team-a"}, '
+        "Extra:map[string][]string(nil)} without impersonating a user name"
+    )

@@ -45,7 +45,8 @@ class ImpersonationRequest:
 
 
 class ImpersonationError(ValueError):
-    """Headers that cannot be honoured (groups, uid or extras without a user)."""
+    """Headers that cannot be honoured (groups, uid or extras without a user): kube answers
+    400 BadRequest with this message."""
 
 
 def split_service_account(username: str) -> tuple[str, str] | None:
@@ -87,9 +88,37 @@ def build_impersonation_requests(
     if uid:
         others.append(ImpersonationRequest("uids", uid))
     if others and not user:
-        described = ", ".join(f"{r.resource} {r.name!r}" for r in others)
-        raise ImpersonationError(f"requested [{described}] without impersonating a user")
+        raise ImpersonationError(
+            f"requested {_go_user_info(others)} without impersonating a user name"
+        )
     return requests + others
+
+
+def _go_strings(values: list[str]) -> str:
+    if not values:
+        return "[]string(nil)"
+    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+
+
+def _go_user_info(requests: list[ImpersonationRequest]) -> str:
+    """The requested user as Go prints ``%#v`` of a user.DefaultInfo (kube's message)."""
+    groups = [r.name for r in requests if r.resource == "groups"]
+    uid = next((r.name for r in requests if r.resource == "uids"), "")
+    extra: dict[str, list[str]] = {}
+    for r in requests:
+        if r.resource == "userextras":
+            extra.setdefault(r.subresource, []).append(r.name)
+    extra_text = (
+        "map[string][]string{"
+        + ", ".join(f'"{k}":{_go_strings(v)}' for k, v in sorted(extra.items()))
+        + "}"
+        if extra
+        else "map[string][]string(nil)"
+    )
+    return (
+        f'&user.DefaultInfo{{Name:"", UID:"{uid}", Groups:{_go_strings(groups)}, '
+        f"Extra:{extra_text}}}"
+    )
 
 
 def impersonated_user(requests: list[ImpersonationRequest]) -> UserInfo | None:

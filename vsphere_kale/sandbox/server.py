@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from asyncio import Future
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, Union, cast
 
@@ -100,6 +100,7 @@ from vsphere_kale.sandbox.validation import (
 )
 
 PVCS = ResourceRef("", "persistentvolumeclaims")
+NAMESPACES = ResourceRef("", "namespaces")
 STORAGE_CLASSES = ResourceRef("storage.k8s.io", "storageclasses")
 
 log = logging.getLogger(__name__)
@@ -548,12 +549,14 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def _dispatch(self, method: str) -> None:
         sb = self.sandbox
-        user = await self._impersonate(await self._authenticate())
+        user = await self._authenticate()
         path = self.request.path
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s != ""]
         info = parse_resource_path(sb.registry, segments)
         if info is None:
-            await self._authorize(Attributes(user, method.lower(), path=path))
+            target = Attributes(user, method.lower(), path=path)
+            user = await self._impersonate(user, target)
+            await self._authorize(replace(target, user=user))
             if method != "GET":
                 if self._non_resource(segments) is not None:
                     raise method_not_allowed()
@@ -569,18 +572,21 @@ class ApiHandler(tornado.web.RequestHandler):
             return
         verb = self._verb(method, info)
         self._check_accept()
-        await self._authorize(
-            Attributes(
-                user,
-                verb,
-                api_group=info.group,
-                api_version=info.version,
-                resource=info.rt.plural,
-                subresource=info.subresource,
-                namespace=info.namespace or "",
-                name=info.name or "",
-            )
+        target = Attributes(
+            user,
+            verb,
+            api_group=info.group,
+            api_version=info.version,
+            resource=info.rt.plural,
+            subresource=info.subresource,
+            # kube's RequestInfo: a namespace object's namespace is its own name.
+            namespace=info.namespace
+            or (info.name if info.rt.ref == NAMESPACES and info.name else "")
+            or "",
+            name=info.name or "",
         )
+        user = await self._impersonate(user, target)
+        await self._authorize(replace(target, user=user))
         fault = sb.faults.take(verb, info.rt.plural, info.namespace or "", info.name or "")
         if fault is not None:
             if fault.drop_connection:
@@ -643,39 +649,54 @@ class ApiHandler(tornado.web.RequestHandler):
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user
 
-    async def _impersonate(self, user: UserInfo) -> UserInfo:
+    async def _impersonate(self, user: UserInfo, target: Attributes) -> UserInfo:
         """The user to serve the request as: ``user``, or whom the Impersonate-* headers name.
 
         Each header is checked with verb ``impersonate`` before any of it is honoured (kube's
-        WithImpersonation filter); one refusal is a 403 naming what was refused.
+        WithImpersonation filter). Like kube-apiserver 1.36 with constrained impersonation,
+        a requester who may not impersonate the user at all is refused on the request itself
+        (verb ``impersonate-on:user-info:<verb>``, or ``...:serviceaccount:...``); a refused
+        group, uid or extra after that is refused on that item (``impersonate`` on groups).
+        The constrained grants themselves are not evaluated: only legacy ``impersonate``.
         """
         try:
             requests = build_impersonation_requests(self.request.headers.get_all())
         except ImpersonationError as exc:
-            raise StatusError(500, "InternalError", f"Internal error occurred: {exc}") from exc
-        for req in requests:
-            await self._authorize(
-                Attributes(
-                    user,
-                    "impersonate",
-                    api_group=req.api_group,
-                    api_version="v1",
-                    resource=req.resource,
-                    subresource=req.subresource,
-                    namespace=req.namespace,
-                    name=req.name,
-                )
+            raise bad_request(str(exc)) from exc
+        for index, req in enumerate(requests):
+            attrs = Attributes(
+                user,
+                "impersonate",
+                api_group=req.api_group,
+                api_version="v1",
+                resource=req.resource,
+                subresource=req.subresource,
+                namespace=req.namespace,
+                name=req.name,
             )
+            decision = await _resolve(self.sandbox.authorize(attrs))
+            if decision.allowed:
+                continue
+            if index == 0:
+                mode = "serviceaccount" if req.resource == "serviceaccounts" else "user-info"
+                raise self._forbidden(
+                    replace(target, verb=f"impersonate-on:{mode}:{target.verb}"), ""
+                )
+            raise self._forbidden(attrs, decision.reason)
         return impersonated_user(requests) or user
 
     async def _authorize(self, attrs: Attributes) -> None:
         decision = await _resolve(self.sandbox.authorize(attrs))
         if decision.allowed:
             return
+        raise self._forbidden(attrs, decision.reason)
+
+    def _forbidden(self, attrs: Attributes, reason: str) -> StatusError:
+        """kube's 403 for ``attrs`` (responsewriters.Forbidden's message and details)."""
         user = attrs.user.username
-        suffix = f": {decision.reason}" if decision.reason else ""
+        suffix = f": {reason}" if reason else ""
         if not attrs.resource:
-            raise StatusError(
+            return StatusError(
                 403,
                 "Forbidden",
                 f'forbidden: User "{user}" cannot {attrs.verb} path "{attrs.path}"{suffix}',
@@ -694,7 +715,7 @@ class ApiHandler(tornado.web.RequestHandler):
         details: JSONObject = {"name": attrs.name, "kind": attrs.resource}
         if attrs.api_group:
             details["group"] = attrs.api_group
-        raise StatusError(403, "Forbidden", message, details=details)
+        return StatusError(403, "Forbidden", message, details=details)
 
     # -- discovery --
 
