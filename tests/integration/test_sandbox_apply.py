@@ -55,10 +55,10 @@ def test_another_manager_changing_an_owned_field_conflicts(running: RunningSandb
     assert status["reason"] == "Conflict"
     assert (
         status["message"]
-        == 'Apply failed with 1 conflict: conflict with "installer" using v1: .data.a'
+        == 'Apply failed with 1 conflict: conflict with "installer": .data.a'
     )
     assert status["details"]["causes"] == [
-        {"reason": "FieldManagerConflict", "message": 'conflict with "installer" using v1',
+        {"reason": "FieldManagerConflict", "message": 'conflict with "installer"',
          "field": ".data.a"}
     ]  # fmt: skip
     # The same value is no conflict: both managers own it.

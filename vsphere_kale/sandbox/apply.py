@@ -168,30 +168,32 @@ def _merge(base: JSONObject, config: Mapping[str, Any]) -> None:
             base[key] = clone(value)
 
 
-def _conflict(api_version: str, conflicts: list[tuple[str, Path]]) -> StatusError:
+def _conflict(api_version: str, conflicts: list[tuple[Entry, Path]]) -> StatusError:
+    """kube's 409: the manager's version is named only when it differs from the request's."""
+
     def dotted(path: Path) -> str:
         return "".join(f".{p}" for p in path)
 
+    def who(entry: Entry) -> str:
+        version = f" using {entry.api_version}" if entry.api_version != api_version else ""
+        return f'"{entry.manager}"{version}'
+
     by_manager: dict[str, list[Path]] = {}
-    for manager, path in conflicts:
-        by_manager.setdefault(manager, []).append(path)
+    for entry, path in conflicts:
+        by_manager.setdefault(who(entry), []).append(path)
     count = len(conflicts)
     parts = []
     for manager, paths in by_manager.items():
         if len(paths) == 1:
-            parts.append(f'conflict with "{manager}" using {api_version}: {dotted(paths[0])}')
+            parts.append(f"conflict with {manager}: {dotted(paths[0])}")
         else:
             listed = "".join(f"\n- {dotted(p)}" for p in paths)
-            parts.append(f'conflicts with "{manager}" using {api_version}:{listed}')
+            parts.append(f"conflicts with {manager}:{listed}")
     noun = "conflict" if count == 1 else "conflicts"
     message = f"Apply failed with {count} {noun}: " + "\n".join(parts)
     causes = [
-        {
-            "reason": "FieldManagerConflict",
-            "message": f'conflict with "{manager}" using {api_version}',
-            "field": dotted(path),
-        }
-        for manager, path in conflicts
+        {"reason": "FieldManagerConflict", "message": f"conflict with {who(e)}", "field": dotted(p)}
+        for e, p in conflicts
     ]
     return StatusError(409, "Conflict", message, details={"causes": causes})
 
@@ -213,7 +215,7 @@ def apply(
         None,
     )
     wanted = leaf_paths(config)
-    conflicts: list[tuple[str, Path]] = []
+    conflicts: list[tuple[Entry, Path]] = []
     taken: list[tuple[Entry, Path]] = []
     for entry in entries:
         if entry is mine:
@@ -224,7 +226,7 @@ def apply(
                     continue
                 shorter = owned if len(owned) <= len(path) else path
                 if _get(base, shorter) != _get(config, shorter):
-                    conflicts.append((entry.manager, owned))
+                    conflicts.append((entry, owned))
                     taken.append((entry, owned))
                 break
     if conflicts and not force:

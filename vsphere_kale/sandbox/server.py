@@ -93,7 +93,9 @@ from vsphere_kale.sandbox.validation import (
     check_pvc_decodes,
     invalid_error,
     needs_default_class,
+    not_supported,
     pick_default_storage_class,
+    required,
     validate_delete_options,
     validate_pvc,
     validate_pvc_update,
@@ -1163,9 +1165,16 @@ class ApiHandler(tornado.web.RequestHandler):
         values = self.get_query_arguments("dryRun")
         if body is not None and isinstance(body.get("dryRun"), list):
             values = values + [str(v) for v in body["dryRun"]]
-        for value in values:
-            if value != "All":
-                raise bad_request(f'unsupported dryRun value "{value}": only "All" is supported')
+        if any(value != "All" for value in values):
+            # kube validates the options object of the verb: Create/Update/Patch/DeleteOptions.
+            kind = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+            listed = "[" + ", ".join(json.dumps(v) for v in values) + "]"
+            raise invalid_error(
+                kind.get(self.request.method or "", "DeleteOptions"),
+                "meta.k8s.io",
+                "",
+                [not_supported("dryRun", "", ["All"]).with_value(listed)],
+            )
         return bool(values)
 
     def _field_validation(self, obj: JSONObject) -> None:
@@ -1330,9 +1339,11 @@ class ApiHandler(tornado.web.RequestHandler):
         if len(manager) > 128:
             raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
         if apply_request and not manager:
-            raise bad_request(
-                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
-                "Required value: is required for apply patch"
+            raise invalid_error(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [required("fieldManager", "is required for apply patch")],
             )
         return manager or default_manager(self.request.headers.get("User-Agent", ""))
 

@@ -76,6 +76,10 @@ class Cause:
     def text(self) -> str:
         return f"{self.field}: {self.body}"
 
+    def with_value(self, printed: str) -> Cause:
+        """The same cause with the value printed as given (a list: ``["Some"]``)."""
+        return Cause(self.type, self.field, self.body.replace('""', printed, 1))
+
 
 def required(path: str, detail: str = "") -> Cause:
     return Cause(REQUIRED, path, "Required value" + (f": {detail}" if detail else ""))
