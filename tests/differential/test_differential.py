@@ -62,6 +62,8 @@ def test_every_accepted_difference_has_a_reason_and_a_scenario() -> None:
     for entry in ACCEPTED.get("differences") or []:
         assert entry["scenario"] in SCENARIOS, entry
         assert len(str(entry.get("reason", ""))) > 20, entry
+    for entry in (ACCEPTED.get("normalised") or []) + (ACCEPTED.get("known") or []):
+        assert entry["what"] and len(str(entry.get("reason", ""))) > 20, entry
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
