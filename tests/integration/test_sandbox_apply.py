@@ -104,7 +104,7 @@ def test_apply_needs_a_field_manager(running: RunningSandbox) -> None:
             "PATCH", PATH, body='{"apiVersion":"v1","kind":"ConfigMap"}',
             content_type="application/apply-patch+yaml",
         )  # fmt: skip
-    assert caught.value.status == 400
+    assert caught.value.status == 422  # PatchOptions.meta.k8s.io "" is invalid, as kube
     assert "fieldManager" in json.loads(caught.value.body)["message"]
 
 
