@@ -657,3 +657,29 @@ def test_rule_operations_and_versions() -> None:
 def test_denial(status: dict[str, Any] | None, code: int, message: str) -> None:
     rejected = denial("w", status)
     assert (rejected.code, rejected.message) == (code, message)
+
+
+def test_default_storage_class_is_set_before_webhooks_see_the_claim(
+    sandbox_with_hook: RunningSandbox, webhook: Webhook
+) -> None:
+    # Given: a default StorageClass and a webhook on claims
+    client.StorageV1Api(sandbox_with_hook.api_client()).create_storage_class(
+        {
+            "metadata": {
+                "name": "vsan-default",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "csi.vsphere.vmware.com",
+        }
+    )
+    _install(sandbox_with_hook, _configuration("mutate", _service("/mutate", webhook.ca_bundle)))
+    _namespace(sandbox_with_hook, "team")
+    before = len(webhook.recorder.requests)
+    body = _pvc("classless")
+    del body["spec"]["storageClassName"]
+    # When: a claim without storageClassName is created
+    _create_pvc(sandbox_with_hook, "team", body)
+    # Then: the webhook was handed the default class, as kube-apiserver's
+    # DefaultStorageClass plugin (earlier in the chain than webhooks) sets it
+    request = webhook.recorder.requests[before]["review"]["request"]
+    assert request["object"]["spec"]["storageClassName"] == "vsan-default"

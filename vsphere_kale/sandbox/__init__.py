@@ -12,8 +12,10 @@ What it emulates
   ``/apis``, ``/api/v1``, ``/apis/<group>/<version>`` (plain APIGroupList/APIResourceList;
   no aggregated discovery), server-side Tables for ``kubectl get`` (kube's columns for
   PVCs, StorageClasses, Events, namespaces, bindings...; NAME/AGE otherwise), and a
-  minimal OpenAPI v3 (``/openapi/v3``) that makes kubectl hand field validation to the
-  server. ``/openapi/v2`` is 404.
+  OpenAPI v3 (``/openapi/v3``) that makes kubectl hand field validation to the server, with
+  a real PersistentVolumeClaim schema so ``kubectl explain pvc.spec`` works (``schemas.py``;
+  other types have open schemas). ``/openapi/v2`` is JSON only (kubectl's protobuf request
+  is 406).
 - Resource types (``resources.py``): namespaces, pods (read-only, empty),
   persistentvolumeclaims, persistentvolumes, events (core/v1 and events.k8s.io/v1 over one
   storage, converted field by field), serviceaccounts (+ the ``token`` subresource:
@@ -24,7 +26,9 @@ What it emulates
   tokenreviews, subjectaccessreviews, selfsubjectaccessreviews, selfsubjectrulesreviews
   (``kubectl auth can-i --list``), selfsubjectreviews (``kubectl auth whoami``). Flavor ``psp`` adds
   policy/v1beta1 podsecuritypolicies.
-- Verbs: get, list (labelSelector ``= == != in notin exists !key``; fieldSelector
+- Verbs: get, list (``limit``/``continue`` pages over a consistent snapshot, kube's token
+  format, ``remainingItemCount``, 410 Expired with an inconsistent-continue token once the
+  snapshot is gone -- ``paging.py``; labelSelector ``= == != in notin exists !key``; fieldSelector
   ``metadata.name``/``metadata.namespace`` plus kube's per-type fields for events,
   namespaces, secrets, PVCs; anything else is 400), watch (``?watch=true`` and ``/watch/``
   paths; from a resourceVersion out of a bounded history, default 10,000 events; absent or
@@ -34,23 +38,32 @@ What it emulates
   create (``generateName``, uid, creationTimestamp, generation, one global resourceVersion
   counter), update (409 Conflict on a stale resourceVersion; a no-op keeps the version),
   patch, delete (finalizers hold an object with a deletionTimestamp until removed),
-  deletecollection, ``dryRun=All`` (validated and admitted, nothing stored, no version
-  used), ``fieldValidation=Strict|Warn|Ignore`` on top-level fields only.
+  deletecollection (DeleteOptions from the body or query; ``propagationPolicy`` other than
+  Orphan/Background/Foreground is 422), ``dryRun=All`` (validated and admitted, nothing
+  stored, no version used), ``fieldValidation=Strict|Warn|Ignore`` on top-level fields only.
 - Patches (``patching.py``): JSON merge patch; JSON patch (a failed ``test`` is 422);
   strategic merge patch as the kubernetes client and ``kubectl apply/label/annotate`` send it
   (maps merge, ``null`` deletes, ``$patch: replace|delete``, lists merged by key for
   containers/env/volumes/volumeMounts/ports/webhooks/imagePullSecrets/ownerReferences/
   conditions, ``metadata.finalizers`` as a set, ``$deleteFromPrimitiveList``,
   ``$setElementOrder``, ``$retainKeys``; other lists are replaced; unknown directives are
-  422); ``application/apply-patch+yaml`` is a simplified server-side apply: create if
-  missing, else a JSON merge patch with the body (no field ownership, no conflicts).
+  422); ``application/apply-patch+yaml`` is server-side apply (``apply.py``): managedFields
+  (FieldsV1) on every write, conflicts between managers (409, ``force=true``), pruning of
+  fields a manager stopped applying; every list is atomic and status is not tracked.
+- Impersonation (``impersonation.py``): Impersonate-User/-Group/-Uid/-Extra-* each checked
+  with verb ``impersonate`` in RBAC, then the request runs as that user; refusals worded as
+  kube 1.36's constrained impersonation (whose own grants are not evaluated).
+- Validation and built-in admission (``validation.py``): PVC spec (access modes,
+  ``resources[storage]`` required) and ``ValidatePersistentVolumeClaimUpdate``'s immutability,
+  422 with kube's messages and causes; DefaultStorageClass admission before the webhooks.
 - Namespaces: created Active with the ``kubernetes.io/metadata.name`` label and the
   ``kubernetes`` finalizer; deleting one marks it Terminating (new content is refused with
   403), then a namespace controller removes its content shortly after, waits for objects
   held by finalizers, and removes the namespace.
 - Errors are metav1.Status objects with kube's reasons, codes and message formats
   (NotFound, AlreadyExists, Conflict, Invalid, Forbidden, Unauthorized, Expired/410,
-  TooManyRequests, BadRequest, MethodNotAllowed, UnsupportedMediaType, InternalError).
+  TooManyRequests, BadRequest, MethodNotAllowed, UnsupportedMediaType, InternalError), keys
+  in kube's order; tests/differential holds them to kube-apiserver 1.36.
 - Request bodies in JSON, and the protobuf bodies kubectl's generators send for a few kinds
   (``protobuf.py``). Responses are always JSON.
 - Policy through hooks (``server.Sandbox``): authentication, RBAC authorization and the
@@ -64,11 +77,12 @@ What it does not
 ----------------
 No pods (``pods`` is served read-only and always empty, so ``kubectl describe pvc`` works;
 writing one is 405), no kubelet, no scheduler, no storage provisioning (PVCs stay Pending),
-no garbage collector (ownerReferences are stored, not acted on; ``propagationPolicy`` is
-ignored), no validating webhooks, no status subresources (a PUT writes ``status`` too, and
-``status`` is kept on create), no schema validation beyond names, labels and top-level
-fields (so ``kubectl explain`` finds no schema), no managedFields, no pagination (``limit``
-is ignored, everything comes in one page), no protobuf responses, no aggregated discovery,
+no garbage collector (ownerReferences are stored, not acted on; Orphan and Foreground
+deletes remove the object at once), no validating webhooks, no status subresources (a PUT
+writes ``status`` too, and ``status`` is kept on create), no schema validation beyond
+names, labels, top-level fields and PVCs, SSA without associative lists, no protobuf
+responses, no aggregated discovery,
 no ``sendInitialEvents`` (refused with 422, as a 1.30 server without the WatchList feature
-gate does). Unsupported requests fail with a clear Status, never silently.
+gate does). Unsupported requests fail with a clear Status, never silently. Every accepted
+difference from kube-apiserver is listed in tests/differential/ACCEPTED_DIFFERENCES.yaml.
 """

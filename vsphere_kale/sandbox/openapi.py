@@ -6,7 +6,11 @@ create/update/patch operations carry ``x-kubernetes-action``,
 client-side schema validation and sends ``fieldValidation=Strict``; the server then checks
 fields (see ``server.KNOWN_TOP_LEVEL_FIELDS``). Schemas are open objects: we do not ship the
 real Kubernetes schemas, so kubectl's own OpenAPI-based features (``kubectl explain``, client
-side ``--validate``) see no fields.
+side ``--validate``) see no fields -- except PersistentVolumeClaim, which has its real
+shape (``schemas.py``), so ``kubectl explain pvc.spec`` works.
+
+``/openapi/v2`` is served as JSON (Swagger 2.0 with the same definitions). kubectl asks for it
+only in protobuf, which the sandbox does not encode: that request is 406 NotAcceptable.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import json
 
 from vsphere_kale.sandbox.resources import GroupVersion, Registry, ResourceType
+from vsphere_kale.sandbox.schemas import CORE, PVC_GVK, pvc_schemas, to_swagger_v2
 from vsphere_kale.sandbox.types import JSONObject
 
 
@@ -71,17 +76,22 @@ def group_version_document(registry: Registry, key: str) -> JSONObject | None:
     paths: JSONObject = {}
     schemas: JSONObject = {}
     for rt in types:
-        schema_name = _schema_name(rt, gv.version)
         gvk = {"group": rt.group, "version": gv.version, "kind": rt.kind}
+        if gvk == PVC_GVK:
+            # A real schema: ``kubectl explain pvc.spec`` reads it.
+            schema_name = f"{CORE}.PersistentVolumeClaim"
+            schemas.update(pvc_schemas())
+        else:
+            schema_name = _schema_name(rt, gv.version)
+            schemas[schema_name] = {
+                "type": "object",
+                "description": f"{rt.kind} (sandbox: an open schema; the server validates).",
+                # No x-kubernetes-group-version-kind here on purpose: with it, ``kubectl
+                # apply`` tries to compute its patch from this (open) schema, fails ("unable
+                # to find api field") and warns before falling back to its built-in types.
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
         ref = {"$ref": f"#/components/schemas/{schema_name}"}
-        schemas[schema_name] = {
-            "type": "object",
-            "description": f"{rt.kind} (sandbox: an open schema; the server validates).",
-            # No x-kubernetes-group-version-kind here on purpose: with it, ``kubectl apply``
-            # tries to compute its patch from this (open) schema, fails ("unable to find
-            # api field") and prints a warning before falling back to its built-in types.
-            "x-kubernetes-preserve-unknown-fields": True,
-        }
         body = {"content": {"application/json": {"schema": ref}}, "required": True}
         prefix = f"/{_gv_key(gv)}"
         collection = (
@@ -159,4 +169,14 @@ def group_version_document(registry: Registry, key: str) -> JSONObject | None:
         "info": {"title": "Kubernetes (vsphere-kale sandbox)", "version": registry.git_version},
         "paths": paths,
         "components": {"schemas": schemas},
+    }
+
+
+def swagger_v2(registry: Registry) -> JSONObject:
+    """``/openapi/v2`` as JSON: the real definitions we have, no paths."""
+    return {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes (vsphere-kale sandbox)", "version": registry.git_version},
+        "paths": {},
+        "definitions": to_swagger_v2(pvc_schemas()),
     }

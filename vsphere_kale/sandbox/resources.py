@@ -391,23 +391,33 @@ class StatusError(Exception):
         self.message = message
         self.details = details
         self.retry_after = retry_after
+        self.list_continue = ""  # metadata.continue of a 410 for a stale continue token
         super().__init__(message)
 
     def to_status(self) -> JSONObject:
+        """The metav1.Status body, keys in kube's order (kind, apiVersion, metadata, status,
+        message, reason, details, code) and ``details`` as Go serialises StatusDetails:
+        name, group, kind, uid, causes, retryAfterSeconds, empty strings omitted."""
         status: JSONObject = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": {"continue": self.list_continue} if self.list_continue else {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
-        details = dict(self.details or {})
-        if self.retry_after is not None:
-            details["retryAfterSeconds"] = self.retry_after
-        if details:
-            status["details"] = details
+        if self.details is not None or self.retry_after is not None:
+            given = dict(self.details or {})
+            if self.retry_after is not None:
+                given["retryAfterSeconds"] = self.retry_after
+            ordered: JSONObject = {}
+            for key in ("name", "group", "kind", "uid", "causes", "retryAfterSeconds"):
+                if given.get(key) not in (None, ""):
+                    ordered[key] = given.pop(key)
+                given.pop(key, None)
+            ordered.update(given)
+            status["details"] = ordered
+        status["code"] = self.code
         return status
 
 

@@ -4,8 +4,8 @@ Label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``,
 ``!k`` (does not exist); a comma means AND. Field selectors: ``path=v``, ``path==v``,
 ``path!=v`` over the fields each type supports (``metadata.name``, ``metadata.namespace`` for
 all; a few more for events, namespaces, secrets). A field the real API server would refuse is
-refused here too (400 "field label not supported"), so a typo fails loudly instead of matching
-everything.
+refused here too (400 "... is not a known field selector"), so a typo fails loudly instead
+of matching everything.
 
 Pure: no I/O. ``ValueError`` means a malformed selector; the server answers 400.
 """
@@ -202,7 +202,11 @@ def parse_field_selector(
                 path, _, value = part.partition(op)
                 path = path.strip()
                 if path not in supported:
-                    raise ValueError(f"field label not supported: {path}")
+                    # kube-apiserver 1.36's wording, the metadata fields first.
+                    first = [f for f in ("metadata.name", "metadata.namespace") if f in supported]
+                    rest = sorted(f for f in supported if f not in first)
+                    only = ", ".join(f'"{f}"' for f in first + rest)
+                    raise ValueError(f'"{path}" is not a known field selector: only {only}')
                 reqs.append(FieldRequirement(path, op != "!=", value.strip()))
                 break
         else:

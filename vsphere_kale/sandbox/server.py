@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from asyncio import Future
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, Union, cast
 
@@ -33,7 +33,23 @@ from tornado.iostream import StreamClosedError
 
 from vsphere_kale.errors import KubeError
 from vsphere_kale.sandbox import openapi, protobuf, tables
+from vsphere_kale.sandbox.apply import apply as apply_config
+from vsphere_kale.sandbox.apply import default_manager, record_update
 from vsphere_kale.sandbox.faults import FaultInjector
+from vsphere_kale.sandbox.impersonation import (
+    ImpersonationError,
+    build_impersonation_requests,
+    impersonated_user,
+)
+from vsphere_kale.sandbox.paging import (
+    Continue,
+    ListSnapshots,
+    decode_continue,
+    encode_continue,
+    expired,
+    item_key,
+    parse_limit,
+)
 from vsphere_kale.sandbox.patching import (
     APPLY_PATCH,
     PATCH_TYPES,
@@ -61,7 +77,7 @@ from vsphere_kale.sandbox.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from vsphere_kale.sandbox.store import Store, Watcher, WatchEvent, clone
+from vsphere_kale.sandbox.store import Store, Watcher, WatchEvent, clone, now_rfc3339
 from vsphere_kale.sandbox.types import (
     ANONYMOUS,
     AdmissionAttributes,
@@ -73,6 +89,21 @@ from vsphere_kale.sandbox.types import (
     ResourceRef,
     UserInfo,
 )
+from vsphere_kale.sandbox.validation import (
+    check_pvc_decodes,
+    invalid_error,
+    needs_default_class,
+    not_supported,
+    pick_default_storage_class,
+    required,
+    validate_delete_options,
+    validate_pvc,
+    validate_pvc_update,
+)
+
+PVCS = ResourceRef("", "persistentvolumeclaims")
+NAMESPACES = ResourceRef("", "namespaces")
+STORAGE_CLASSES = ResourceRef("storage.k8s.io", "storageclasses")
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +279,8 @@ class Sandbox:
             namespace_sweep_delay=namespace_sweep_delay,
         )
         self.faults = FaultInjector()
+        # Consistent pages of chunked lists; compact() makes outstanding tokens stale (410).
+        self.list_snapshots = ListSnapshots()
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.authenticate: Authenticator = allow_everyone_as_admin
@@ -523,7 +556,9 @@ class ApiHandler(tornado.web.RequestHandler):
         segments = [urllib.parse.unquote(s) for s in path.split("/") if s != ""]
         info = parse_resource_path(sb.registry, segments)
         if info is None:
-            await self._authorize(Attributes(user, method.lower(), path=path))
+            target = Attributes(user, method.lower(), path=path)
+            user = await self._impersonate(user, target)
+            await self._authorize(replace(target, user=user))
             if method != "GET":
                 if self._non_resource(segments) is not None:
                     raise method_not_allowed()
@@ -539,18 +574,21 @@ class ApiHandler(tornado.web.RequestHandler):
             return
         verb = self._verb(method, info)
         self._check_accept()
-        await self._authorize(
-            Attributes(
-                user,
-                verb,
-                api_group=info.group,
-                api_version=info.version,
-                resource=info.rt.plural,
-                subresource=info.subresource,
-                namespace=info.namespace or "",
-                name=info.name or "",
-            )
+        target = Attributes(
+            user,
+            verb,
+            api_group=info.group,
+            api_version=info.version,
+            resource=info.rt.plural,
+            subresource=info.subresource,
+            # kube's RequestInfo: a namespace object's namespace is its own name.
+            namespace=info.namespace
+            or (info.name if info.rt.ref == NAMESPACES and info.name else "")
+            or "",
+            name=info.name or "",
         )
+        user = await self._impersonate(user, target)
+        await self._authorize(replace(target, user=user))
         fault = sb.faults.take(verb, info.rt.plural, info.namespace or "", info.name or "")
         if fault is not None:
             if fault.drop_connection:
@@ -613,14 +651,54 @@ class ApiHandler(tornado.web.RequestHandler):
             raise StatusError(401, "Unauthorized", "Unauthorized")
         return user
 
+    async def _impersonate(self, user: UserInfo, target: Attributes) -> UserInfo:
+        """The user to serve the request as: ``user``, or whom the Impersonate-* headers name.
+
+        Each header is checked with verb ``impersonate`` before any of it is honoured (kube's
+        WithImpersonation filter). Like kube-apiserver 1.36 with constrained impersonation,
+        a requester who may not impersonate the user at all is refused on the request itself
+        (verb ``impersonate-on:user-info:<verb>``, or ``...:serviceaccount:...``); a refused
+        group, uid or extra after that is refused on that item (``impersonate`` on groups).
+        The constrained grants themselves are not evaluated: only legacy ``impersonate``.
+        """
+        try:
+            requests = build_impersonation_requests(self.request.headers.get_all())
+        except ImpersonationError as exc:
+            raise bad_request(str(exc)) from exc
+        for index, req in enumerate(requests):
+            attrs = Attributes(
+                user,
+                "impersonate",
+                api_group=req.api_group,
+                api_version="v1",
+                resource=req.resource,
+                subresource=req.subresource,
+                namespace=req.namespace,
+                name=req.name,
+            )
+            decision = await _resolve(self.sandbox.authorize(attrs))
+            if decision.allowed:
+                continue
+            if index == 0:
+                mode = "serviceaccount" if req.resource == "serviceaccounts" else "user-info"
+                raise self._forbidden(
+                    replace(target, verb=f"impersonate-on:{mode}:{target.verb}"), ""
+                )
+            raise self._forbidden(attrs, decision.reason)
+        return impersonated_user(requests) or user
+
     async def _authorize(self, attrs: Attributes) -> None:
         decision = await _resolve(self.sandbox.authorize(attrs))
         if decision.allowed:
             return
+        raise self._forbidden(attrs, decision.reason)
+
+    def _forbidden(self, attrs: Attributes, reason: str) -> StatusError:
+        """kube's 403 for ``attrs`` (responsewriters.Forbidden's message and details)."""
         user = attrs.user.username
-        suffix = f": {decision.reason}" if decision.reason else ""
+        suffix = f": {reason}" if reason else ""
         if not attrs.resource:
-            raise StatusError(
+            return StatusError(
                 403,
                 "Forbidden",
                 f'forbidden: User "{user}" cannot {attrs.verb} path "{attrs.path}"{suffix}',
@@ -639,7 +717,7 @@ class ApiHandler(tornado.web.RequestHandler):
         details: JSONObject = {"name": attrs.name, "kind": attrs.resource}
         if attrs.api_group:
             details["group"] = attrs.api_group
-        raise StatusError(403, "Forbidden", message, details=details)
+        return StatusError(403, "Forbidden", message, details=details)
 
     # -- discovery --
 
@@ -681,6 +759,9 @@ class ApiHandler(tornado.web.RequestHandler):
             return self._resource_list("", "v1")
         if len(segments) == 3 and segments[0] == "apis" and reg.types_in(segments[1], segments[2]):
             return self._resource_list(segments[1], segments[2])
+        if segments == ["openapi", "v2"]:
+            self._check_accept()  # kubectl asks for protobuf only: 406, never a silent JSON
+            return openapi.swagger_v2(reg)
         if segments[:2] == ["openapi", "v3"]:
             if len(segments) == 2:
                 return openapi.index(reg)
@@ -823,9 +904,17 @@ class ApiHandler(tornado.web.RequestHandler):
         ], rv
 
     def _list(self, info: RequestInfo) -> None:
-        items, rv = self._matching(info)
+        limit = parse_limit(self.get_query_argument("limit", None))
+        token_text = self.get_query_argument("continue", "")
+        if not limit and not token_text:
+            items, rv = self._matching(info)
+            page_meta: JSONObject = {"resourceVersion": rv}
+        else:
+            items, page_meta = self._page(info, limit, token_text)
+            rv = page_meta["resourceVersion"]
         table = self._table(info, items, resource_version=rv)
         if table is not None:
+            table.setdefault("metadata", {}).update(page_meta)
             self._send(200, table)
             return
         self._send(
@@ -833,10 +922,50 @@ class ApiHandler(tornado.web.RequestHandler):
             {
                 "kind": f"{info.rt.kind}List",
                 "apiVersion": info.rt.api_version(info.version),
-                "metadata": {"resourceVersion": rv},
+                "metadata": page_meta,
                 "items": items,
             },
         )
+
+    def _page(
+        self, info: RequestInfo, limit: int, token_text: str
+    ) -> tuple[list[JSONObject], JSONObject]:
+        """One page of a chunked list (see ``paging.py``): items and the list metadata."""
+        labels, fields = self._selectors(info)
+        scope = f"{info.rt.storage_ref.group}/{info.rt.storage_ref.plural}/{info.namespace or ''}"
+        snapshots = self.sandbox.list_snapshots
+        start = ""
+        if token_text:
+            token = decode_continue(token_text)
+            start = token.start
+            if token.resource_version == -1:
+                snapshot, rv = self._snapshot(info, scope)
+            else:
+                found = snapshots.get(scope, token.resource_version)
+                if found is None:
+                    raise expired(token)
+                snapshot, rv = found, str(token.resource_version)
+        else:
+            snapshot, rv = self._snapshot(info, scope)
+        keyed = [
+            (item_key(o, namespaced_list=bool(info.namespace)), o)
+            for o in snapshot
+            if labels.matches((o.get("metadata") or {}).get("labels")) and fields.matches(o)
+        ]
+        rest = [(k, o) for k, o in keyed if k >= start]
+        page = rest[:limit] if limit else rest
+        meta: JSONObject = {"resourceVersion": rv}
+        if limit and len(rest) > limit:
+            meta["continue"] = encode_continue(Continue(int(rv), page[-1][0] + "\x00"))
+            if labels.empty and fields.empty:
+                meta["remainingItemCount"] = len(rest) - limit
+        return [clone(o) for _, o in page], meta
+
+    def _snapshot(self, info: RequestInfo, scope: str) -> tuple[list[JSONObject], str]:
+        items, rv = self.sandbox.store.list_items(self._storage_type(info), info.namespace)
+        served = [self._served(info, o) for o in items]
+        self.sandbox.list_snapshots.put(scope, int(rv), served)
+        return served, rv
 
     # -- watch --
 
@@ -1036,9 +1165,16 @@ class ApiHandler(tornado.web.RequestHandler):
         values = self.get_query_arguments("dryRun")
         if body is not None and isinstance(body.get("dryRun"), list):
             values = values + [str(v) for v in body["dryRun"]]
-        for value in values:
-            if value != "All":
-                raise bad_request(f'unsupported dryRun value "{value}": only "All" is supported')
+        if any(value != "All" for value in values):
+            # kube validates the options object of the verb: Create/Update/Patch/DeleteOptions.
+            kind = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+            listed = "[" + ", ".join(json.dumps(v) for v in values) + "]"
+            raise invalid_error(
+                kind.get(self.request.method or "", "DeleteOptions"),
+                "meta.k8s.io",
+                "",
+                [not_supported("dryRun", "", ["All"]).with_value(listed)],
+            )
         return bool(values)
 
     def _field_validation(self, obj: JSONObject) -> None:
@@ -1104,7 +1240,11 @@ class ApiHandler(tornado.web.RequestHandler):
                     details={"name": name, "group": info.rt.group, "kind": info.rt.plural},
                 )
         if not info.rt.admitted:
+            self._validate(info, obj, old)
             return obj
+        if operation == "CREATE" and info.rt.storage_ref == PVCS:
+            check_pvc_decodes(obj)
+            self._default_storage_class(obj)
         attrs = AdmissionAttributes(
             operation=operation,
             group=info.rt.group,
@@ -1133,7 +1273,26 @@ class ApiHandler(tornado.web.RequestHandler):
                     f"admission changed metadata.{field} "
                     f"from {meta.get(field)!r} to {new_meta.get(field)!r}",
                 )
+        self._validate(info, mutated, old)
         return mutated
+
+    def _default_storage_class(self, pvc: JSONObject) -> None:
+        """The DefaultStorageClass admission plugin: runs before the mutating webhooks."""
+        if not needs_default_class(pvc):
+            return
+        chosen = pick_default_storage_class(self.sandbox.store.list_objects(STORAGE_CLASSES))
+        if chosen is not None:
+            pvc.setdefault("spec", {})["storageClassName"] = chosen
+
+    def _validate(self, info: RequestInfo, obj: JSONObject, old: JSONObject | None) -> None:
+        """Type validation after mutating admission, as kube-apiserver orders it."""
+        if info.rt.storage_ref != PVCS:
+            return
+        check_pvc_decodes(obj)
+        causes = validate_pvc(obj) if old is None else validate_pvc_update(obj, old)
+        if causes:
+            name = str((obj.get("metadata") or {}).get("name") or "")
+            raise invalid_error(info.rt.kind, info.rt.group, name, causes)
 
     async def _create(self, info: RequestInfo, user: UserInfo) -> None:
         if info.subresource == "token":
@@ -1166,6 +1325,7 @@ class ApiHandler(tornado.web.RequestHandler):
         _validate_meta(info.rt, body)
         _refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
+        self._record_update(info, None, admitted)
         stored = self.sandbox.store.create(
             self._storage_type(info),
             info.namespace,
@@ -1173,6 +1333,28 @@ class ApiHandler(tornado.web.RequestHandler):
             dry_run=dry_run,
         )
         self._send(201, self._served(info, stored))
+
+    def _field_manager(self, *, apply_request: bool) -> str:
+        manager = self.get_query_argument("fieldManager", "")
+        if len(manager) > 128:
+            raise bad_request("fieldManager: Too long: may not be more than 128 bytes")
+        if apply_request and not manager:
+            raise invalid_error(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                [required("fieldManager", "is required for apply patch")],
+            )
+        return manager or default_manager(self.request.headers.get("User-Agent", ""))
+
+    def _record_update(self, info: RequestInfo, old: JSONObject | None, new: JSONObject) -> None:
+        record_update(
+            old,
+            new,
+            manager=self._field_manager(apply_request=False),
+            api_version=info.rt.api_version(info.version),
+            now=now_rfc3339(),
+        )
 
     async def _update(self, info: RequestInfo, user: UserInfo) -> None:
         assert info.name is not None
@@ -1196,9 +1378,9 @@ class ApiHandler(tornado.web.RequestHandler):
         old = self.sandbox.store.get(st, info.namespace, info.name)
         if old is None:
             raise not_found(info.rt, info.name)
-        admitted = await self._admit(
-            info, user, "UPDATE", body, self._served(info, old), dry_run=dry_run
-        )
+        old_served = self._served(info, old)
+        admitted = await self._admit(info, user, "UPDATE", body, old_served, dry_run=dry_run)
+        self._record_update(info, old_served, admitted)
         stored = self.sandbox.store.update(
             st, info.namespace, info.name, to_storage(info.rt, admitted), dry_run=dry_run
         )
@@ -1211,18 +1393,35 @@ class ApiHandler(tornado.web.RequestHandler):
             raise unsupported_media_type(content_type)
         patch = parse_patch_body(content_type, self.request.body or b"")
         dry_run = self._dry_run()
+        is_apply = content_type == APPLY_PATCH
+        force = self.get_query_argument("force", "").lower() == "true"
+        if self.get_query_argument("force", "") and not is_apply:
+            raise bad_request("force may only be set for apply patches")
+        if is_apply and not isinstance(patch, dict):
+            raise bad_request("an apply patch must be an object")
+        if is_apply and (patch.get("metadata") or {}).get("managedFields") is not None:
+            raise bad_request("metadata.managedFields must be nil in an apply configuration")
+        manager = self._field_manager(apply_request=is_apply)
         st = self._storage_type(info)
         store = self.sandbox.store
         for _attempt in range(10):
             current = store.get(st, info.namespace, info.name)
             if current is None:
-                if not (content_type == APPLY_PATCH and isinstance(patch, dict)):
+                if not is_apply:
                     raise not_found(info.rt, info.name)
-                # Server-side apply of a missing object creates it (simplified SSA).
-                await self._create_for_apply(info, user, patch)
+                # Server-side apply of a missing object creates it.
+                await self._create_for_apply(info, user, patch, manager=manager)
                 return
             served = self._served(info, current)
-            patched = apply_patch(content_type, clone(served), patch)
+            api_version = info.rt.api_version(info.version)
+            if is_apply:
+                self._check_type_meta(info, patch)
+                patched = apply_config(
+                    served, patch, manager=manager, api_version=api_version,
+                    now=now_rfc3339(), force=force,
+                )  # fmt: skip
+            else:
+                patched = apply_patch(content_type, clone(served), patch)
             self._check_type_meta(info, patched)
             meta = patched.get("metadata")
             if not isinstance(meta, dict) or meta.get("name") != info.name:
@@ -1234,6 +1433,10 @@ class ApiHandler(tornado.web.RequestHandler):
             current_rv = current["metadata"]["resourceVersion"]
             explicit_rv = meta.get("resourceVersion") not in (None, current_rv)
             admitted = await self._admit(info, user, "UPDATE", patched, served, dry_run=dry_run)
+            if not is_apply:
+                record_update(
+                    served, admitted, manager=manager, api_version=api_version, now=now_rfc3339()
+                )
             body = to_storage(info.rt, admitted)
             if not explicit_rv:
                 body["metadata"]["resourceVersion"] = current_rv
@@ -1252,9 +1455,15 @@ class ApiHandler(tornado.web.RequestHandler):
             f'{info.rt.qualified} "{info.name}": too many concurrent updates',
         )
 
-    async def _create_for_apply(self, info: RequestInfo, user: UserInfo, body: JSONObject) -> None:
+    async def _create_for_apply(
+        self, info: RequestInfo, user: UserInfo, config: JSONObject, *, manager: str
+    ) -> None:
         dry_run = self._dry_run()
-        self._check_type_meta(info, body)
+        self._check_type_meta(info, config)
+        body = apply_config(
+            None, config, manager=manager, api_version=info.rt.api_version(info.version),
+            now=now_rfc3339(), force=True,
+        )  # fmt: skip
         body.setdefault("metadata", {})["name"] = info.name
         if info.rt.namespaced:
             body["metadata"]["namespace"] = info.namespace
@@ -1274,9 +1483,21 @@ class ApiHandler(tornado.web.RequestHandler):
         self._send(201, self._served(info, stored))
 
     def _delete_options(self) -> JSONObject:
-        if not self.request.body:
-            return {}
-        return self._body()
+        """DeleteOptions from the body, else from the query (as kube decodes them), validated."""
+        if self.request.body:
+            options = self._body()
+        else:
+            options = {}
+            policy = self.get_query_argument("propagationPolicy", None)
+            if policy is not None:
+                options["propagationPolicy"] = policy
+            orphan = self.get_query_argument("orphanDependents", None)
+            if orphan is not None:
+                options["orphanDependents"] = orphan.lower() == "true"
+        causes = validate_delete_options(options)
+        if causes:
+            raise invalid_error("DeleteOptions", "meta.k8s.io", "", causes)
+        return options
 
     def _delete(self, info: RequestInfo) -> None:
         assert info.name is not None
