@@ -231,7 +231,6 @@ def start_sandbox(
         flavor=flavor,
         seed=seed,
         authorization=authorization,
-        kubeflow=kubeflow,
         service_map=service_map,
         watch_history=watch_history,
     )
@@ -239,4 +238,17 @@ def start_sandbox(
         if not hasattr(setup.sandbox, key):
             raise TypeError(f"start_sandbox() got an unknown option {key!r}")
         setattr(setup.sandbox, key, value)
-    return RunningSandbox(setup.sandbox, setup.tokens, tls=tls)
+    running = RunningSandbox(setup.sandbox, setup.tokens, tls=tls)
+    if kubeflow:
+        # The profile controller is an API client (it runs on a real kube-apiserver too);
+        # listed among the sandbox's controllers, so wait_idle() and stop() include it.
+        from vsphere_kale.kube.jsonapi import JsonApi
+        from vsphere_kale.playground.kubeflow import start_profile_controller
+
+        try:
+            controller = start_profile_controller(JsonApi(running.api_client()))
+        except BaseException:
+            running.stop()
+            raise
+        setup.sandbox.controllers.insert(0, controller)
+    return running
