@@ -18,6 +18,8 @@ from typing import Any
 import click
 
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.playground.controllers import start_controllers
 from vsphere_kale.playground.system import run_from_options, run_options
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.resources import FLAVORS
@@ -74,7 +76,11 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
     help="Serve HTTPS with a generated CA (written into the kubeconfig). kubectl "
     "sends no bearer token over plain HTTP, so with --no-tls it is anonymous.",
 )
-@click.option("--no-kubeflow", is_flag=True, help="Do not emulate the Kubeflow profile controller.")
+@click.option(
+    "--no-kubeflow",
+    is_flag=True,
+    help="Do not run the Kubeflow profile controller and storage provisioners.",
+)
 @click.option(
     "--no-authz", is_flag=True, help="Switch RBAC off: every authenticated request is allowed."
 )
@@ -90,9 +96,7 @@ def apiserver_command(
 ) -> None:
     """Serve the sandbox Kubernetes API server until Ctrl-C."""
     try:
-        setup = build_sandbox(
-            flavor=flavor, seed=seed, authorization=not no_authz, kubeflow=not no_kubeflow
-        )
+        setup = build_sandbox(flavor=flavor, seed=seed, authorization=not no_authz)
     except ValueError as exc:
         raise ConfigError("", str(exc)) from exc
     try:
@@ -106,6 +110,8 @@ def apiserver_command(
         )
     except OSError as exc:
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
+    # The profile controller and the provisioners are API clients of the server.
+    controllers = None if no_kubeflow else start_controllers(JsonApi(running.api_client()))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -124,5 +130,7 @@ def apiserver_command(
         while not stop.wait(0.5):
             pass
     finally:
+        if controllers is not None:
+            controllers.stop()
         running.stop()
     click.echo("sandbox stopped")

@@ -25,7 +25,8 @@ Profile deletes its namespace (the real controller's owner references let the ga
 collector do it; the embedded sandbox has none, so the controller deletes it itself).
 The same code runs against the embedded sandbox and a real kube-apiserver: it only talks to
 the API (:class:`ApiObjects`). :func:`apply_profile_crd` registers the Profile CRD where the
-server does not serve Profiles already (the sandbox serves them built in). Not emulated: Istio AuthorizationPolicies, ResourceQuotas, plugins
+server does not serve Profiles already (the sandbox serves them built in). Not emulated:
+Istio AuthorizationPolicies, ResourceQuotas, plugins
 (workload identity), Profile status conditions, KFAM.
 """
 
@@ -313,7 +314,7 @@ def _profile_schema() -> JSONObject:
 def build_profile_crd() -> JSONObject:
     """The ``profiles.kubeflow.org`` CRD: cluster-scoped, v1 stored, v1beta1 served too
     (same schema, no conversion webhook), a status subresource, as Kubeflow ships it."""
-    versions = [
+    versions: list[JSONObject] = [
         {
             "name": version,
             "served": True,
@@ -503,9 +504,7 @@ class ProfileController:
             if (profile.get("metadata") or {}).get("deletionTimestamp"):
                 continue
             for ref, namespace, obj in plan_profile(profile):
-                found = self._objects.get_object(
-                    ref, namespace or None, obj["metadata"]["name"]
-                )
+                found = self._objects.get_object(ref, namespace or None, obj["metadata"]["name"])
                 if found is None or _terminating(found):
                     return False
         return True

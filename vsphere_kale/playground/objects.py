@@ -13,6 +13,7 @@ without the cache (the controllers here read what they need).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -148,7 +149,7 @@ class ApiObjects:
             return self.patch_object(ref, namespace, name, body)
 
     def delete_object(self, ref: ResourceRef, namespace: str | None, name: str) -> None:
-        try:
+        with contextlib.suppress(KubeNotFound):  # gone already: what we wanted
             call(
                 f"delete {_what(ref, namespace, name)}",
                 lambda: self.api.request(
@@ -157,8 +158,6 @@ class ApiObjects:
                     body={"propagationPolicy": "Background"},
                 ),
             )
-        except KubeNotFound:
-            pass
 
     def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the server serves ``group/version`` ``plural`` (discovery)."""

@@ -31,6 +31,7 @@ the same way; a conflicting write is read again and retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import secrets
@@ -127,9 +128,7 @@ def decide_provisioning(
     if not name:
         return Provisioning("ignore")  # static binding only: no provisioner is asked
     if storage_class is None:
-        return Provisioning(
-            "no-class", message=f'storageclass.storage.k8s.io "{name}" not found'
-        )
+        return Provisioning("no-class", message=f'storageclass.storage.k8s.io "{name}" not found')
     provisioner = str(storage_class.get("provisioner") or "")
     if provisioner == VSPHERE_CSI:
         if RWX in claim_modes(claim):
@@ -214,7 +213,9 @@ class StorageProvisioners:
         self._busy = 0
         self._lock = threading.Lock()
         self._loops = [
-            WatchLoop(objects, PVCS, self._on_claim, name="playground-pvcs", stopping=self._stopping),
+            WatchLoop(
+                objects, PVCS, self._on_claim, name="playground-pvcs", stopping=self._stopping
+            ),
             WatchLoop(objects, PODS, self._on_pod, name="playground-pods", stopping=self._stopping),
         ]
         self._worker = threading.Thread(
@@ -283,9 +284,7 @@ class StorageProvisioners:
         if storage_class is not None and storage_class.get("volumeBindingMode") == (
             "WaitForFirstConsumer"
         ):
-            pods = self._objects.list_objects(
-                PODS, (claim.get("metadata") or {}).get("namespace")
-            )
+            pods = self._objects.list_objects(PODS, (claim.get("metadata") or {}).get("namespace"))
         return decide_provisioning(claim, storage_class, pods=pods)
 
     def _handle(self, seen: JSONObject) -> None:
@@ -300,9 +299,13 @@ class StorageProvisioners:
             component = CSI_COMPONENT if decision.provisioner == VSPHERE_CSI else NFS_COMPONENT
             self.record_event(claim, "Warning", "ProvisioningFailed", decision.message, component)
         elif decision.action == "wait":
-            self.record_event(claim, "Normal", "WaitForFirstConsumer", decision.message, PV_CONTROLLER)
+            self.record_event(
+                claim, "Normal", "WaitForFirstConsumer", decision.message, PV_CONTROLLER
+            )
         elif decision.action == "no-class":
-            self.record_event(claim, "Warning", "ProvisioningFailed", decision.message, PV_CONTROLLER)
+            self.record_event(
+                claim, "Warning", "ProvisioningFailed", decision.message, PV_CONTROLLER
+            )
 
     def _bind(self, claim: JSONObject, provisioner: str) -> None:
         meta = claim["metadata"]
@@ -317,10 +320,8 @@ class StorageProvisioners:
             component,
         )
         volume = build_volume(claim, storage_class, provisioner=provisioner)
-        try:
+        with contextlib.suppress(KubeConflict):  # created by an earlier attempt: bind to it
             self._objects.create_object(PVS, None, volume)
-        except KubeConflict:
-            pass  # created by an earlier attempt: bind to it
         self.record_event(
             claim,
             "Normal",
@@ -375,7 +376,9 @@ class StorageProvisioners:
         self, claim: Mapping[str, Any], kind: str, reason: str, message: str, component: str
     ) -> None:
         """One Event on ``claim``; a repeat of the same one bumps its count."""
-        record_event(self._objects, claim, kind=kind, reason=reason, message=message, component=component)
+        record_event(
+            self._objects, claim, kind=kind, reason=reason, message=message, component=component
+        )
 
     # -- lifecycle --
 
@@ -427,14 +430,16 @@ def record_event(
     )
     now = _now()
     for event in found:
-        if (event.get("involvedObject") or {}).get("uid") == uid and event.get("message") == message:
+        if (event.get("involvedObject") or {}).get("uid") == uid and event.get(
+            "message"
+        ) == message:
             return objects.patch_object(
                 EVENTS,
                 namespace,
                 event["metadata"]["name"],
                 {"count": int(event.get("count") or 1) + 1, "lastTimestamp": now},
             )
-    event: JSONObject = {
+    new: JSONObject = {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{name}.{secrets.token_hex(8)}", "namespace": namespace},
@@ -455,7 +460,7 @@ def record_event(
         "firstTimestamp": now,
         "lastTimestamp": now,
     }
-    return objects.create_object(EVENTS, namespace, event)
+    return objects.create_object(EVENTS, namespace, new)
 
 
 def start_provisioners(api: JsonApi) -> StorageProvisioners:

@@ -3,7 +3,9 @@
 :class:`LocalSystem` starts
 
 1. the sandbox API server (``kubeflow-demo`` seed: Profiles alice and bob, alice's Pending Kale
-   marshal volume; RBAC on; the Kubeflow profile controller emulated);
+   marshal volume; RBAC on) and, as API clients, the Kubeflow profile controller and the
+   vSphere CSI / nfs-client provisioners (:mod:`vsphere_kale.playground.kubeflow`,
+   :mod:`vsphere_kale.playground.storage`);
 2. the install, as ``vsphere-kale install`` would make it: namespace, ServiceAccount, Service
    and RBAC from ``deploy/base``, a CA and serving certificate from
    :mod:`vsphere_kale.install.certs`,
@@ -47,6 +49,8 @@ from kubernetes import client
 from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.kube import call, kube_errors
+from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.server import build_sandbox
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -194,6 +198,7 @@ class LocalSystem:
         self.serve_port = 0
         self.running: RunningSandbox | None = None
         self._serve: _ServeProcess | None = None
+        self._controllers: PlaygroundControllers | None = None
         self.serve_log = workdir / "serve.log"
         self.kubeconfig_path = workdir / "kubeconfig"
         self.ca_file = workdir / "certs" / "ca.crt"
@@ -233,7 +238,6 @@ class LocalSystem:
             flavor=self.flavor,
             seed="kubeflow-demo",
             authorization=True,
-            kubeflow=True,
             service_map={service_key: f"127.0.0.1:{self.serve_port}"},
         )
         if self.user not in setup.tokens:
@@ -244,6 +248,9 @@ class LocalSystem:
             setup.sandbox, setup.tokens, tls=True, kubeconfig_path=self.kubeconfig_path
         )
         admin = self.running.api_client()
+        # Kubeflow's profile controller and the two storage provisioners: API clients, the
+        # same code a real kube-apiserver gets.
+        self._controllers = start_controllers(JsonApi(admin))
 
         # The install: objects of deploy/base, then the CA and the webhook that trusts it.
         for name in INSTALL_FILES:
@@ -300,10 +307,13 @@ class LocalSystem:
         self.running.write_kubeconfig(self.user_kubeconfig, token=user_token, user=self.user)
 
     def stop(self) -> None:
-        """Stop serve, then the sandbox; every step bounded."""
+        """Stop serve, the emulated controllers, then the sandbox; every step bounded."""
         if self._serve is not None:
             self._serve.stop()
             self._serve = None
+        if self._controllers is not None:
+            self._controllers.stop()
+            self._controllers = None
         if self.running is not None:
             self.running.stop()
             self.running = None

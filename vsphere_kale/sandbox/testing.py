@@ -21,14 +21,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import tornado.httpserver
 import tornado.netutil
 from kubernetes import client, config
 
 from vsphere_kale.sandbox.kubeconfig import build_serving_tls, write_kubeconfig
-from vsphere_kale.sandbox.server import Sandbox, build_sandbox
+from vsphere_kale.sandbox.server import Controller, Sandbox, build_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -250,5 +250,6 @@ def start_sandbox(
         except BaseException:
             running.stop()
             raise
-        setup.sandbox.controllers.insert(0, controller)
+        # Not a store listener (the Controller callable type): only wait_idle()/stop() matter.
+        setup.sandbox.controllers.insert(0, cast(Controller, controller))
     return running
