@@ -197,6 +197,7 @@ class WatchLoop:
         self._stopping = stopping
         self._watch_timeout = watch_timeout
         self._version = ""
+        self._response: Any = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -204,6 +205,12 @@ class WatchLoop:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
+        """Wait for the thread (call after setting ``stopping``); an open stream is shut
+        down first, so the thread does not sit in a read until the server's timeout."""
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # already closed: nothing to interrupt
+                response.shutdown()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -262,9 +269,9 @@ class WatchLoop:
                 _request_timeout=(10.0, self._watch_timeout + 10.0),
             ),
         )
+        self._response = response
         try:
-            with_lines = _lines(response)
-            for line in with_lines:
+            for line in _lines(response):
                 event = json.loads(line)
                 obj = event.get("object") or {}
                 event_type = str(event.get("type") or "")
@@ -279,6 +286,7 @@ class WatchLoop:
         except (OSError, ValueError, Urllib3HTTPError) as exc:
             raise KubeError(f"watch {self._ref.plural}: stream ended ({exc})") from exc
         finally:
+            self._response = None
             response.release_conn()
 
 
