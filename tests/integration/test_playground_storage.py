@@ -217,4 +217,6 @@ def test_deleting_a_bound_claim_deletes_its_volume(
     assert provisioners.wait_idle(5)
     volume = core.read_namespaced_persistent_volume_claim("scratch", "alice").spec.volume_name
     core.delete_namespaced_persistent_volume_claim("scratch", "alice")
-    _eventually(lambda: volume not in {v.metadata.name for v in core.list_persistent_volume().items})
+    _eventually(
+        lambda: volume not in {v.metadata.name for v in core.list_persistent_volume().items}
+    )
