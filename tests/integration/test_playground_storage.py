@@ -52,9 +52,7 @@ def _claim(name: str, storage_class: str | None, modes: list[str]) -> dict[str, 
 
 def _events(running: RunningSandbox, name: str) -> list[Any]:
     core = client.CoreV1Api(running.api_client())
-    items = core.list_namespaced_event(
-        "alice", field_selector=f"involvedObject.name={name}"
-    ).items
+    items = core.list_namespaced_event("alice", field_selector=f"involvedObject.name={name}").items
     return list(items)
 
 
@@ -187,8 +185,9 @@ def test_wait_for_first_consumer_binds_once_a_pod_mounts_the_claim(
     )
     # Then the claim is bound
     _eventually(
-        lambda: core.read_namespaced_persistent_volume_claim("later", "alice").status.phase
-        == "Bound"
+        lambda: (
+            core.read_namespaced_persistent_volume_claim("later", "alice").status.phase == "Bound"
+        )
     )
 
 
