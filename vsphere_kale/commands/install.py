@@ -63,6 +63,13 @@ def resolve_settings(
     default=None,
     help="Settings YAML (default: the installed ConfigMap's, else deploy/base/config.yaml).",
 )
+@click.option(
+    "--webhook-url",
+    default=None,
+    metavar="https://127.0.0.1:PORT/mutate/persistentvolumeclaims",
+    help="Call a webhook outside the cluster (`serve` on the API server's host, while "
+    "debugging) instead of the Service; loopback addresses only.",
+)
 @click.option("--dry-run", is_flag=True, help="Server-side dry run: show what would change.")
 @click.option(
     "-o",
@@ -91,6 +98,7 @@ def install_command(
     image: str | None,
     overlays: tuple[str, ...],
     config_path: str | None,
+    webhook_url: str | None,
     dry_run: bool,
     output: str | None,
     with_certificates: bool,
@@ -105,6 +113,8 @@ def install_command(
     until every replica has reloaded).
     """
     components = render.check_components(overlays)
+    if webhook_url is not None:
+        render.check_webhook_url(webhook_url)
     if with_certificates and output != "yaml":
         raise click.UsageError("--with-certificates only goes with -o yaml")
     if output == "yaml":
@@ -116,7 +126,7 @@ def install_command(
             namespace=namespace,
             api=None,
         )
-        options = InstallOptions(settings, components, image)
+        options = InstallOptions(settings, components, image, webhook_url=webhook_url)
         objects = render_offline(
             options,
             rendered=render.fetch_rendered(components),
@@ -142,7 +152,9 @@ def install_command(
             f"overlays: {', '.join(components) or 'none'} (settings from {source})",
             err=True,
         )
-        options = InstallOptions(settings, components, image, dry_run=dry_run)
+        options = InstallOptions(
+            settings, components, image, dry_run=dry_run, webhook_url=webhook_url
+        )
         result = install(
             api_client, options, rendered=render.fetch_rendered(components), echo=click.echo
         )

@@ -239,6 +239,8 @@ class InstallOptions:
     components: tuple[str, ...] = ()
     image: str | None = None
     dry_run: bool = False
+    webhook_url: str | None = None
+    """Out-of-cluster webhook (``clientConfig.url``, loopback only) instead of the Service."""
 
     @property
     def cert_manager(self) -> bool:
@@ -423,7 +425,9 @@ def prepare_manifests(
     tls: TlsMaterial | None = None,
 ) -> list[dict[str, Any]]:
     """Rendered + settings (+ caBundle and Secret with ``tls``), in apply order."""
-    objects = render.build_manifests(rendered, settings=options.settings, image=options.image)
+    objects = render.build_manifests(
+        rendered, settings=options.settings, image=options.image, webhook_url=options.webhook_url
+    )
     if tls is not None and not options.cert_manager:
         render.set_ca_bundle(objects, tls.bundle)
         objects.append(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -172,15 +174,51 @@ def build_config_yaml(settings: Settings) -> str:
     )
 
 
+def check_webhook_url(url: str) -> str:
+    """An out-of-cluster webhook URL: ``https://<loopback address>:<port>/<path>``.
+
+    For admins who run ``serve`` on the API server's own host while debugging (and for the
+    real control plane of the tests, which cannot reach a Service's ClusterIP). Loopback only:
+    anything else would send every claim in the cluster to a machine the cluster does not
+    manage.
+    """
+    where = "--webhook-url"
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ConfigError(where, f"{url!r} must start with https:// (the API server uses TLS)")
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            where, f"{url!r}: only a loopback host (127.0.0.1, ::1, localhost) is allowed"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise ConfigError(where, f"{url!r} needs a port, e.g. https://127.0.0.1:8443/...")
+    if not parts.path or parts.path == "/" or parts.query or parts.fragment or parts.username:
+        raise ConfigError(
+            where, f"{url!r} needs a path (e.g. /mutate/persistentvolumeclaims) and no query"
+        )
+    return url
+
+
 def build_manifests(
     rendered: Sequence[Obj],
     *,
     settings: Settings,
     image: str | None = None,
+    webhook_url: str | None = None,
 ) -> list[Obj]:
     """Our settings on top of the kustomize output (a new list; ``rendered`` is untouched).
 
-    The namespace is ``settings.namespace``.
+    The namespace is ``settings.namespace``. With ``webhook_url`` (:func:`check_webhook_url`)
+    the webhook's ``clientConfig`` names that URL instead of the Service.
     """
     ns = settings.namespace
     out = copy.deepcopy(list(rendered))
@@ -214,6 +252,11 @@ def build_manifests(
                     container["image"] = image
         if kind == "MutatingWebhookConfiguration" and md.get("name") == WEBHOOK_CONFIGURATION:
             _move_webhooks(obj, ns, settings)
+            if webhook_url is not None:
+                for hook in obj.get("webhooks") or []:
+                    config = hook.setdefault("clientConfig", {})
+                    config.pop("service", None)
+                    config["url"] = check_webhook_url(webhook_url)
     return out
 
 

@@ -1,0 +1,129 @@
+"""Fixtures for tests on the real control plane (kube-apiserver + etcd: ``real_control_plane``).
+
+Every test in this folder carries the ``realcp`` marker (``pytest -m realcp`` runs just
+these, ``-m "not realcp"`` skips them). The control plane is one per session, so each test
+works in namespaces of its own (``namespace``/``namespace_factory``) and removes what it
+creates cluster-wide.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, wait_for
+
+from vsphere_kale.controlplane import RunningControlPlane
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.realcp)
+
+
+@pytest.fixture(scope="session")
+def admin_api(real_control_plane: RunningControlPlane) -> Iterator[client.ApiClient]:
+    api = api_client_for(real_control_plane)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def storage_classes(admin_api: client.ApiClient) -> tuple[str, str]:
+    """The TKG picture: the vSphere CSI block class (the default) and an admin's NFS class."""
+    storage = client.StorageV1Api(admin_api)
+    for name, provisioner, default in (
+        (BLOCK_CLASS, "csi.vsphere.vmware.com", "true"),
+        (NFS_CLASS, "cluster.local/nfs-subdir-external-provisioner", "false"),
+    ):
+        body = client.V1StorageClass(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                annotations={"storageclass.kubernetes.io/is-default-class": default},
+            ),
+            provisioner=provisioner,
+        )
+        try:
+            storage.create_storage_class(body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+    return BLOCK_CLASS, NFS_CLASS
+
+
+@pytest.fixture
+def namespace_factory(admin_api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    """Create namespaces with a unique name (and labels); all deleted after the test."""
+    core = client.CoreV1Api(admin_api)
+    made: list[str] = []
+
+    def make(prefix: str = "rcp", labels: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(namespace_factory: Callable[..., str]) -> str:
+    return namespace_factory()
+
+
+@pytest.fixture(scope="session")
+def profile_crd(admin_api: client.ApiClient) -> str:
+    """``profiles.kubeflow.org`` (v1 served and stored, v1beta1 served), cluster-scoped.
+
+    A minimal schema of our own (the real one is kubeflow/manifests'); enough for the
+    reconciler, which reads only names and ``spec.owner``.
+    """
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "profiles.kubeflow.org"},
+        "spec": {
+            "group": "kubeflow.org",
+            "scope": "Cluster",
+            "names": {"plural": "profiles", "singular": "profile", "kind": "Profile"},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": version == "v1",
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                }
+                for version in ("v1", "v1beta1")
+            ],
+        },
+    }
+    crds = client.ApiextensionsV1Api(admin_api)
+    try:
+        crds.create_custom_resource_definition(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        crd = crds.read_custom_resource_definition("profiles.kubeflow.org")
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for("profiles.kubeflow.org established", established)
+    return "profiles.kubeflow.org"

@@ -1,0 +1,73 @@
+"""The launcher itself: clear errors, side-by-side control planes, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from realcp_helpers import wait_for
+
+from vsphere_kale.controlplane import ControlPlaneError, RunningControlPlane, start_control_plane
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_an_etcd_that_cannot_start_is_reported_with_its_last_log_line(tmp_path: Path) -> None:
+    (tmp_path / "etcd").write_text("not a directory")  # where etcd wants its data directory
+    with pytest.raises(ControlPlaneError) as caught:
+        start_control_plane(workdir=tmp_path, controller_manager=False)
+    message = str(caught.value)
+    assert message.startswith("etcd exited with code 1; its last log line: ")
+    assert str(tmp_path / "etcd.log") in message
+    assert "kube-apiserver" not in message  # it never started
+
+
+def test_a_killed_etcd_is_named_and_two_control_planes_run_side_by_side(
+    real_control_plane: RunningControlPlane,
+) -> None:
+    # Given: a second control plane beside the session's.
+    second = start_control_plane(controller_manager=False)
+    pids = list(second.pids.values())
+    try:
+        assert second.port != real_control_plane.port
+        second.request_json("POST", "/api/v1/namespaces", body={"metadata": {"name": "only-here"}})
+        names = [
+            n["metadata"]["name"]
+            for n in real_control_plane.request_json("GET", "/api/v1/namespaces")["items"]
+        ]
+        assert "only-here" not in names
+        # When: its etcd is killed.
+        os.kill(second.pids["etcd"], signal.SIGKILL)
+
+        def etcd_reported() -> str | None:
+            try:
+                second.check()
+            except ControlPlaneError as exc:
+                return str(exc)
+            return None
+
+        # Then: the launcher names the dead component; the session's control plane is fine.
+        assert wait_for("etcd reported dead", etcd_reported).startswith(
+            "etcd exited with code -9; its last log line: "
+        )
+        real_control_plane.check()
+    finally:
+        second.stop()
+    # And nothing of it is left: no process, no listening port.
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not listening(second.port)
+    assert not second.workdir.exists()
