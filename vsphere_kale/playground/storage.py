@@ -21,7 +21,10 @@ embedded sandbox and a real kube-apiserver alike:
   its directories, and ``Provisioning`` / ``ProvisioningSucceeded`` Normal events;
 - a claim naming a class that does not exist gets the PV controller's ``ProvisioningFailed``
   ``storageclass.storage.k8s.io "<c>" not found`` Warning and stays Pending;
-- when a bound claim is deleted, its PV goes too (reclaim policy ``Delete``).
+- when a bound claim is deleted, its PV goes too (reclaim policy ``Delete``);
+- storage protection as kube-controller-manager does it: a deleted claim's
+  ``kubernetes.io/pvc-protection`` finalizer is removed once no unfinished pod mounts it, a
+  deleted volume's ``kubernetes.io/pv-protection`` once its claim is gone.
 
 Repeated events are counted on one Event object (``count``, ``lastTimestamp``), as
 client-go's event correlator does. Claims without a class, claims of other provisioners and
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from vsphere_kale.errors import KubeConflict, KubeError
+from vsphere_kale.errors import KubeConflict, KubeError, KubeNotFound
 from vsphere_kale.kube.jsonapi import JsonApi
 from vsphere_kale.playground.objects import ApiObjects, WatchLoop
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
@@ -65,6 +68,9 @@ NFS_SHARE = "/srv/nfs"
 CSI_COMPONENT = "csi.vsphere.vmware.com_vsphere-csi-controller-6d8f7b9c5-x2mfq_0b5c2f1e"
 NFS_COMPONENT = "cluster.local/nfs-subdir-external-provisioner_nfs-provisioner-7c9d5f_3e1a"
 PV_CONTROLLER = "persistentvolume-controller"
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+PV_PROTECTION = "kubernetes.io/pv-protection"
+_FINISHED = frozenset({"Succeeded", "Failed"})
 RWX = "ReadWriteMany"
 
 Action = Literal["ignore", "bind", "wait", "refuse", "no-class"]
@@ -292,6 +298,9 @@ class StorageProvisioners:
         claim = self._objects.get_object(PVCS, meta.get("namespace"), str(meta.get("name")))
         if claim is None or (claim.get("metadata") or {}).get("uid") != meta.get("uid"):
             return
+        if (claim.get("metadata") or {}).get("deletionTimestamp"):
+            self._unprotect_claim(claim)
+            return
         decision = self._decide(claim)
         if decision.action == "bind":
             self._bind(claim, decision.provisioner)
@@ -371,6 +380,38 @@ class StorageProvisioners:
             spec.get("persistentVolumeReclaimPolicy") == "Delete"
         ):
             self._objects.delete_object(PVS, None, volume["metadata"]["name"])
+            # Its claim is gone: nothing holds the volume any more (pv-protection).
+            deleting = self._objects.get_object(PVS, None, volume["metadata"]["name"])
+            if deleting is not None:
+                self._drop_finalizer(PVS, None, deleting, PV_PROTECTION)
+
+    def _unprotect_claim(self, claim: JSONObject) -> None:
+        """kube-controller-manager's pvc-protection controller, for a claim being deleted:
+        its finalizer goes once no pod that has not finished mounts it. (The embedded sandbox
+        does this in-process too; a real control plane may run the controller or not.)"""
+        meta = claim["metadata"]
+        if PVC_PROTECTION not in (meta.get("finalizers") or []):
+            return
+        pods = self._objects.list_objects(PODS, meta.get("namespace"))
+        running = [p for p in pods if (p.get("status") or {}).get("phase") not in _FINISHED]
+        if _consumed(claim, running):
+            return
+        self._drop_finalizer(PVCS, str(meta.get("namespace")), claim, PVC_PROTECTION)
+
+    def _drop_finalizer(
+        self, ref: ResourceRef, namespace: str | None, obj: JSONObject, finalizer: str
+    ) -> None:
+        meta = obj["metadata"]
+        rest = [f for f in meta.get("finalizers") or [] if f != finalizer]
+        # Changed or gone meanwhile: its next event brings us back if still needed.
+        with contextlib.suppress(KubeConflict, KubeNotFound):
+            self._objects.patch_object(
+                ref,
+                namespace,
+                str(meta["name"]),
+                # resourceVersion: the list is replaced whole, so only over what we read.
+                {"metadata": {"finalizers": rest, "resourceVersion": meta.get("resourceVersion")}},
+            )
 
     def record_event(
         self, claim: Mapping[str, Any], kind: str, reason: str, message: str, component: str
