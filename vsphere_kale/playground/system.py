@@ -428,6 +428,9 @@ def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
         f"  {k} get rolebinding -n carol",
         f"  {k} delete pvc wf-1-kale-marshal-pvc -n alice   # follow the panel's hint...",
         f"  {k} apply -f deploy/examples/kale-marshal-pvc.yaml   # ...recreated on nfs-client",
+        f"  {k} get pvc -n alice      # ...and Bound by the nfs-client provisioner",
+        f"  (or in one step: vsphere-kale recreate-pvc wf-1-kale-marshal-pvc -n alice "
+        f"--kubeconfig {kubeconfig} --rwx-storage-class nfs-client)",
         "  Refresh / Reconcile in the notebook panel to see and repair alice's namespace.",
         "",
         "Press Ctrl-C to stop everything.",
