@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,71 @@ def test_a_killed_etcd_is_named_and_two_control_planes_run_side_by_side(
     assert [pid for pid in pids if alive(pid)] == []
     assert not listening(second.port)
     assert not second.workdir.exists()
+
+
+def test_sandbox_apiserver_on_the_real_control_plane_serves_kubectl_until_ctrl_c(
+    real_control_plane: RunningControlPlane, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "real.kubeconfig"
+    with (tmp_path / "out.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vsphere_kale.cli",
+                "sandbox",
+                "apiserver",
+                "--control-plane",
+                "real",
+                "--port",
+                "0",
+                "--kubeconfig-out",
+                str(kubeconfig),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        output = wait_for(
+            "the banner",
+            lambda: "press Ctrl-C" in (text := (tmp_path / "out.log").read_text()) and text,
+            timeout=120,
+        )
+        url = re.search(r"kube-apiserver (https://127\.0\.0\.1:(\d+))", output)
+        workdir = re.search(r"logs in (\S+)\)", output)
+        assert url and workdir, output
+        for context in ("admin@sandbox", "alice@sandbox"):
+            whoami = subprocess.run(
+                [
+                    "kubectl",
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--context",
+                    context,
+                    "auth",
+                    "whoami",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert whoami.returncode == 0, whoami.stderr
+        assert "alice@example.com" in whoami.stdout
+        # The kubeflow-demo seed, written through the API, and the profile controller's work
+        seeded = subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig), "get", "profiles,pvc", "-A", "-o", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        assert "profile.kubeflow.org/alice" in seeded.stdout
+        assert "persistentvolumeclaim/wf-1-kale-marshal-pvc" in seeded.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    assert "control plane stopped" in (tmp_path / "out.log").read_text()
+    assert not listening(int(url.group(2)))
+    assert not Path(workdir.group(1)).exists()

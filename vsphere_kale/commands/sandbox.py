@@ -18,8 +18,10 @@ from typing import Any
 import click
 
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.kube import build_api_client
 from vsphere_kale.kube.jsonapi import JsonApi
 from vsphere_kale.playground.controllers import start_controllers
+from vsphere_kale.playground.seed import apply_seed_through_api
 from vsphere_kale.playground.system import run_from_options, run_options
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.resources import FLAVORS
@@ -41,6 +43,14 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
 
 @sandbox_group.command("apiserver")
 @click.option(
+    "--control-plane",
+    type=click.Choice(["embedded", "real"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: the in-memory sandbox (pip only); real: upstream kube-apiserver + etcd "
+    "(tools/control-plane/build or $KUBEBUILDER_ASSETS).",
+)
+@click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=6443,
@@ -58,9 +68,8 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
 @click.option(
     "--seed",
     type=click.Choice(SEEDS),
-    default="kubeflow-demo",
-    show_default=True,
-    help="Initial objects.",
+    default=None,
+    help="Initial objects (default: kubeflow-demo embedded, empty on the real control plane).",
 )
 @click.option(
     "--kubeconfig-out",
@@ -85,16 +94,30 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
     "--no-authz", is_flag=True, help="Switch RBAC off: every authenticated request is allowed."
 )
 def apiserver_command(
+    control_plane: str,
     port: int,
     address: str,
     flavor: str,
-    seed: str,
+    seed: str | None,
     kubeconfig_out: str,
     tls: bool,
     no_kubeflow: bool,
     no_authz: bool,
 ) -> None:
     """Serve the sandbox Kubernetes API server until Ctrl-C."""
+    if control_plane == "real":
+        _serve_real(
+            port=port,
+            address=address,
+            flavor=flavor,
+            seed=seed,
+            kubeconfig_out=Path(kubeconfig_out),
+            tls=tls,
+            no_authz=no_authz,
+            no_kubeflow=no_kubeflow,
+        )
+        return
+    seed = seed or "kubeflow-demo"
     try:
         setup = build_sandbox(flavor=flavor, seed=seed, authorization=not no_authz)
     except ValueError as exc:
@@ -112,13 +135,7 @@ def apiserver_command(
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
     # The profile controller and the provisioners are API clients of the server.
     controllers = None if no_kubeflow else start_controllers(JsonApi(running.api_client()))
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = _stop_on_signal()
     kubeconfig = running.kubeconfig_path
     click.echo(f"sandbox API server ({flavor}, seed {seed}) serving on {running.url}")
     click.echo(
@@ -134,3 +151,86 @@ def apiserver_command(
             controllers.stop()
         running.stop()
     click.echo("sandbox stopped")
+
+
+def _stop_on_signal() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def _serve_real(
+    *,
+    port: int,
+    address: str,
+    flavor: str,
+    seed: str | None,
+    kubeconfig_out: Path,
+    tls: bool,
+    no_authz: bool,
+    no_kubeflow: bool,
+) -> None:
+    """``--control-plane real``: upstream etcd + kube-apiserver + kube-controller-manager,
+    with the same seed (written through the API) and the same playground controllers."""
+    # Imported here: the embedded path must not pay for (or depend on) the launcher.
+    from vsphere_kale.controlplane import ControlPlaneError, start_control_plane
+    from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
+
+    if flavor == "psp":
+        raise ConfigError(
+            "--flavor",
+            "psp needs --control-plane embedded: PodSecurityPolicy was removed in Kubernetes "
+            "1.25, and the real control plane is 1.36",
+        )
+    if address != "127.0.0.1":
+        raise ConfigError("--address", "the real control plane listens on 127.0.0.1 only")
+    if not tls:
+        raise ConfigError("--no-tls", "the real control plane serves HTTPS only; drop --no-tls")
+    if no_authz:
+        raise ConfigError("--no-authz", "the real control plane always runs RBAC; drop --no-authz")
+    seed = seed or "kubeflow-demo"
+    click.echo("starting etcd, kube-apiserver and kube-controller-manager...", err=True)
+    try:
+        running = start_control_plane(flavor=flavor, port=port or None)
+    except ControlPlaneError as exc:
+        raise ConfigError("--control-plane", str(exc)) from exc
+    controllers = None
+    api_client = None
+    try:
+        stop = _stop_on_signal()
+        # The same playground as the embedded server: the seed through the API (Profile CRD
+        # first), then the profile controller and the provisioners as API clients.
+        api_client = build_api_client(str(running.kubeconfig_path))
+        if seed != "empty":
+            apply_seed_through_api(JsonApi(api_client), seed, flavor=flavor)
+        if not no_kubeflow:
+            controllers = start_controllers(JsonApi(api_client))
+        kubeconfig = write_kubeconfig(
+            kubeconfig_out, running.url, running.tokens, ca_pem=running.ca_pem
+        )
+        click.echo(
+            f"kube-apiserver {running.url} ({flavor}, seed {seed}: Pod Security restricted by "
+            f"default; started in {running.start_seconds:.1f} s; logs in {running.workdir})"
+        )
+        click.echo(
+            f"kubeconfig: {kubeconfig} "
+            f"(contexts: {', '.join(context_name(u) for u in running.tokens)})"
+        )
+        click.echo(f"try: kubectl --kubeconfig {kubeconfig} get profiles,namespaces,pvc -A")
+        click.echo("press Ctrl-C to stop")
+        while not stop.wait(0.5):
+            running.check()
+    except ControlPlaneError as exc:
+        raise ConfigError("--control-plane", str(exc)) from exc
+    finally:
+        if controllers is not None:
+            controllers.stop()
+        if api_client is not None:
+            api_client.close()
+        running.stop()
+    click.echo("control plane stopped")

@@ -173,6 +173,7 @@ class RunningControlPlane:
         controller_manager: bool = True,
         binaries: Binaries | None = None,
         start_timeout: float = START_TIMEOUT,
+        port: int | None = None,
     ) -> None:
         admission = build_admission_config(flavor)
         bins = binaries or find_binaries()
@@ -197,6 +198,7 @@ class RunningControlPlane:
         kcm_token = "kcm-" + os.urandom(24).hex()
         identities[kcm_token] = (CONTROLLER_MANAGER_USER, ["system:masters"])
         atexit.register(self.stop)
+        self.port = port or free_port()
         try:
             self._start(bins, admission, identities, kcm_token, controller_manager, start_timeout)
         except BaseException:
@@ -233,7 +235,6 @@ class RunningControlPlane:
             ],
         )
         self._wait(etcd, f"{self.etcd_url}/health", deadline=started + timeout, tls=False)
-        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         apiserver = self._spawn(
             "kube-apiserver",
@@ -413,9 +414,11 @@ def start_control_plane(
     controller_manager: bool = True,
     binaries: Binaries | None = None,
     start_timeout: float = START_TIMEOUT,
+    port: int | None = None,
 ) -> RunningControlPlane:
     """Start etcd, kube-apiserver and (by default) kube-controller-manager; wait until ready.
 
+    ``port``: kube-apiserver's secure port on 127.0.0.1 (default: a free one).
     Raises :class:`ControlPlaneError` with a sentence saying what to do when the binaries are
     missing or a component dies (with its last log line).
     """
@@ -425,4 +428,5 @@ def start_control_plane(
         controller_manager=controller_manager,
         binaries=binaries,
         start_timeout=start_timeout,
+        port=port,
     )
