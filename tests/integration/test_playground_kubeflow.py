@@ -15,11 +15,8 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale.kube.jsonapi import JsonApi
-from vsphere_kale.playground.kubeflow import (
-    PROFILE_NAMESPACE_LABELS,
-    ProfileController,
-    apply_profile_crd,
-)
+from vsphere_kale.playground.crd import apply_profile_crd
+from vsphere_kale.playground.kubeflow import PROFILE_NAMESPACE_LABELS, ProfileController
 from vsphere_kale.playground.objects import ApiObjects
 from vsphere_kale.playground.seed import apply_seed_through_api
 from vsphere_kale.sandbox.testing import RunningSandbox

@@ -40,7 +40,8 @@ from typing import Any
 
 from vsphere_kale.errors import KubeConflict
 from vsphere_kale.kube.jsonapi import JsonApi
-from vsphere_kale.playground.kubeflow import apply_profile_crd, build_profile, reconcile_profile
+from vsphere_kale.playground.crd import apply_profile_crd
+from vsphere_kale.playground.kubeflow import build_profile, reconcile_profile
 from vsphere_kale.playground.objects import VERSIONS, ApiObjects
 from vsphere_kale.sandbox.types import JSONObject, ObjectWriter, ResourceRef, SeedUser
 
