@@ -26,7 +26,8 @@ collector do it; the embedded sandbox has none, so the controller deletes it its
 The same code runs against the embedded sandbox and a real kube-apiserver: it only talks to
 the API (:class:`ApiObjects`). :mod:`vsphere_kale.playground.crd` registers the Profile CRD
 where the server does not serve Profiles already (the sandbox serves them built in). Not
-emulated: Istio AuthorizationPolicies, ResourceQuotas, plugins (workload identity), Profile status conditions, KFAM.
+emulated: Istio AuthorizationPolicies, ResourceQuotas, plugins (workload identity), Profile
+status conditions, KFAM.
 """
 
 from __future__ import annotations
