@@ -8,7 +8,9 @@ cluster-wide objects: StorageClasses, ClusterRoles, the Profile CRD).
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +35,8 @@ from vsphere_kale.playground.seed import (
 )
 from vsphere_kale.reconcile.recreate import apply_recreate
 from vsphere_kale.settings import settings_from_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +199,60 @@ def test_recreate_moves_the_stuck_marshal_claim_to_nfs_client_where_it_binds(
     assert claim.metadata.uid == result.uid
     assert claim.spec.storage_class_name == NFS_CLASS
     assert claim.metadata.annotations["vsphere-kale.io/original-storage-class"] == BLOCK_CLASS
+
+
+# --- the whole tour: vsphere-kale sandbox --control-plane real --------------------------------
+
+
+def test_the_local_system_runs_on_the_real_control_plane(tmp_path: Path) -> None:
+    from vsphere_kale.playground.system import LocalSystem
+
+    with LocalSystem(tmp_path / "system", flavor="psa", control_plane="real") as system:
+        assert system.real is not None and system.running is None
+        # kube-apiserver calls serve's webhook by URL: the tour's RWX claim lands on nfs-client
+        applied = kubectl_file(system, ROOT / "deploy/examples/kale-rwm-volume.yaml")
+        assert applied.returncode == 0, applied.stderr
+        core = client.CoreV1Api(system.real.api_client())
+        claims = wait_for(
+            "the rwm claim to be Bound",
+            lambda: [
+                c
+                for c in core.list_namespaced_persistent_volume_claim("alice").items
+                if c.metadata.name != MARSHAL_PVC and c.status.phase == "Bound"
+            ],
+        )
+        assert claims[0].spec.storage_class_name == NFS_CLASS
+        # And the notebook user's kubeconfig is alice's
+        whoami = subprocess.run(
+            ["kubectl", "--kubeconfig", str(system.user_kubeconfig), "auth", "whoami"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert whoami.returncode == 0 and "alice@example.com" in whoami.stdout
+
+
+def kubectl_file(system: Any, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(system.kubeconfig_path), "apply", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_psp_on_the_real_control_plane_is_one_sentence() -> None:
+    from click.testing import CliRunner
+
+    from vsphere_kale.cli import main
+
+    result = CliRunner().invoke(
+        main, ["sandbox", "--control-plane", "real", "--flavor", "psp", "--no-lab"]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: configuration: --flavor: psp needs --control-plane embedded: "
+        "PodSecurityPolicy was removed in Kubernetes 1.25, and the real control plane is 1.36"
+    )
