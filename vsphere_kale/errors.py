@@ -32,9 +32,18 @@ class CertificateError(VsphereKaleError):
 class KubeError(VsphereKaleError):
     """The Kubernetes API refused or failed a request."""
 
-    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        reason: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
+        """Seconds from the answer's ``Retry-After`` header (429, 503), if it had one."""
         super().__init__(message)
 
 

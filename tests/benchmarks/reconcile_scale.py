@@ -121,15 +121,15 @@ def api_client(kubeconfig: str, *, pool: int = 16) -> Any:
 
 def burst(kubeconfig: str, n: int) -> float:
     """Create N Profiles from 8 threads; returns the seconds it took to send them."""
-    from vsphere_kale.kube.jsonapi import JsonApi
+    from vsphere_kale.kube import Kube
+    from vsphere_kale.kube import resources as r
     from vsphere_kale.sandbox.kubeflow import build_profile
 
     api = api_client(kubeconfig)
-    json_api = JsonApi(api)
+    kube = Kube(api)
 
     def create(i: int) -> None:
-        body = build_profile(f"user-{i:05d}", f"user-{i}@example.com")
-        json_api.request("POST", "/apis/kubeflow.org/v1/profiles", body=body)
+        kube.create(r.PROFILE, build_profile(f"user-{i:05d}", f"user-{i}@example.com"))
 
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -164,20 +164,20 @@ def lists(counts: Counter[str]) -> int:
 
 
 def correct_count(kubeconfig: str, flavor: str) -> int:
-    from vsphere_kale.kube.jsonapi import JsonApi
+    from vsphere_kale.kube import Kube
+    from vsphere_kale.kube import resources as r
 
     api = api_client(kubeconfig)
-    json_api = JsonApi(api)
+    kube = Kube(api)
     try:
         if flavor == "psp":
-            bindings = json_api.get(
-                "/apis/rbac.authorization.k8s.io/v1/rolebindings",
-                labelSelector="app.kubernetes.io/managed-by=vsphere-kale",
+            bindings = kube.list(
+                r.ROLE_BINDING, label_selector="app.kubernetes.io/managed-by=vsphere-kale"
             )
             return sum(
                 1 for b in bindings["items"] if b["metadata"]["namespace"].startswith("user-")
             )
-        namespaces = json_api.get("/api/v1/namespaces")
+        namespaces = kube.list(r.NAMESPACE)
         return sum(
             1
             for ns in namespaces["items"]
@@ -193,15 +193,16 @@ def correct_count(kubeconfig: str, flavor: str) -> int:
 
 
 def measure_reconciler(n: int, flavor: str, workers: int) -> dict[str, Any]:
-    from vsphere_kale.kube.jsonapi import JsonApi
+    from vsphere_kale.kube import Kube
+    from vsphere_kale.kube import resources as r
     from vsphere_kale.reconcile.reconciler import Reconciler
     from vsphere_kale.settings import Settings
 
     sandbox = SandboxProcess(flavor)
     api = api_client(sandbox.kubeconfig)
-    JsonApi(api).request("POST", "/api/v1/namespaces", body={"metadata": {"name": "vsphere-kale"}})
+    Kube(api).create(r.NAMESPACE, {"metadata": {"name": "vsphere-kale"}})
     reconciler = Reconciler(
-        api, Settings(), identity="benchmark", workers=workers, resync_seconds=3600
+        Kube(api), Settings(), identity="benchmark", workers=workers, resync_seconds=3600
     )
     reconciler.start()
     assert reconciler.wait_for_sync(60)
@@ -257,6 +258,7 @@ def measure_reconciler(n: int, flavor: str, workers: int) -> dict[str, Any]:
 
 
 def measure_baselines(n: int, flavor: str) -> dict[str, Any]:
+    from vsphere_kale.kube import Kube
     from vsphere_kale.reconcile.reconciler import reconcile_once
     from vsphere_kale.settings import Settings
 
@@ -268,7 +270,7 @@ def measure_baselines(n: int, flavor: str) -> dict[str, Any]:
     api = api_client(sandbox.kubeconfig)
     before = sandbox.counts()
     started = time.monotonic()
-    _, results = reconcile_once(api, Settings(), identity="benchmark-one-shot")
+    _, results = reconcile_once(Kube(api), Settings(), identity="benchmark-one-shot")
     one_shot = time.monotonic() - started
     one_shot_counts = diff(sandbox.counts(), before)
     api.close()

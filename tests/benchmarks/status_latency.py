@@ -44,6 +44,7 @@ from kubernetes import client, config
 from vsphere_kale.health.adminapi import build_admin_routes
 from vsphere_kale.health.status import collect_status
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
 from vsphere_kale.sandbox.testing import RunningSandbox, start_sandbox
 from vsphere_kale.sandbox.types import ResourceRef
@@ -283,6 +284,7 @@ def measure_all(
     api = api_client_for(url, service_token, tmp)
     pool = CountingPool(api.rest_client.pool_manager)
     api.rest_client.pool_manager = pool
+    kube = Kube(api)
 
     def raw_list() -> Any:
         response = core.list_namespaced_persistent_volume_claim(NAMESPACE, _preload_content=False)
@@ -296,7 +298,7 @@ def measure_all(
 
     def direct() -> Any:
         return collect_status(
-            api, NAMESPACE, settings=SETTINGS, mode="psp", can_reconcile=False, source="admin-api"
+            kube, NAMESPACE, settings=SETTINGS, mode="psp", can_reconcile=False, source="admin-api"
         )
 
     rows = [
@@ -308,7 +310,7 @@ def measure_all(
     direct_requests = pool.count - before
 
     reconciler = FixedModeReconciler()
-    routes = build_admin_routes(api_client=api, settings=SETTINGS, reconciler=reconciler)
+    routes = build_admin_routes(kube=kube, settings=SETTINGS, reconciler=reconciler)
     server = AdminServer(routes, tmp / "certs")
     try:
         http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=server.ca_file)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.reconciler import Reconciler
 from vsphere_kale.sandbox.kubeflow import build_profile
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -104,7 +105,7 @@ class Reconcilers:
         wait_leader: bool = True,
         **kwargs: Any,
     ) -> Reconciler:
-        api = running.api_client(token)
+        api = Kube(running.api_client(token))
         ensure_namespace(running.api_client(), (settings or Settings()).namespace)
         options: dict[str, Any] = {
             **LEASE,

@@ -28,6 +28,7 @@ from kubernetes import client
 
 from vsphere_kale.health.adminapi import ReconcilerLike, ResultLike, build_admin_routes
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.reconciler import reconcile_once
 from vsphere_kale.sandbox import seed
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -80,9 +81,9 @@ def service_token(running: RunningSandbox) -> str:
     return str(token)
 
 
-def service_client(running: RunningSandbox) -> client.ApiClient:
-    """An ApiClient authenticated as the vsphere-kale ServiceAccount."""
-    return running.api_client(service_token(running))
+def service_client(running: RunningSandbox) -> Kube:
+    """A client authenticated as the vsphere-kale ServiceAccount."""
+    return Kube(running.api_client(service_token(running)))
 
 
 # --- a reconciler that implements the protocol --------------------------------------------------
@@ -95,7 +96,7 @@ class OneShotReconciler:
     recording
     which namespaces it was asked for."""
 
-    api_client: client.ApiClient
+    kube: Kube
     mode: str = "psp"
 
     def __post_init__(self) -> None:
@@ -103,12 +104,12 @@ class OneShotReconciler:
 
     def reconcile_now(self, namespace: str, *, timeout: float = 10.0) -> ResultLike:
         self.calls.append(namespace)
-        _, results = reconcile_once(self.api_client, SETTINGS, namespaces=[namespace])
+        _, results = reconcile_once(self.kube, SETTINGS, namespaces=[namespace])
         return results[0]
 
     def reconcile_all(self, *, timeout: float = 30.0) -> Sequence[ResultLike]:
         self.calls.append("*")
-        return reconcile_once(self.api_client, SETTINGS)[1]
+        return reconcile_once(self.kube, SETTINGS)[1]
 
 
 # --- the HTTPS server ---------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def cluster(sandbox_factory: Callable[..., RunningSandbox], tmp_path: Path) -> I
     running = sandbox_factory(flavor="psp", seed="kubeflow-demo", authorization=True)
     api = service_client(running)
     reconciler = OneShotReconciler(api)
-    routes = build_admin_routes(api_client=api, settings=SETTINGS, reconciler=reconciler)
+    routes = build_admin_routes(kube=api, settings=SETTINGS, reconciler=reconciler)
     server = AdminServer(routes, tmp_path / "certs")
     yield Cluster(running, server, reconciler)
     server.stop()
@@ -385,7 +386,7 @@ def test_reconcile_without_a_reconciler_is_503(
     # Given serve running with podSecurity.mode: off (no reconciler)
     running = sandbox_factory(flavor="psa", seed="kubeflow-demo", authorization=True)
     api = service_client(running)
-    routes = build_admin_routes(api_client=api, settings=SETTINGS, reconciler=None)
+    routes = build_admin_routes(kube=api, settings=SETTINGS, reconciler=None)
     server = AdminServer(routes, tmp_path / "certs")
     try:
         code, body, _ = server.call(

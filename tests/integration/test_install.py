@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,31 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale.cli import main
-from vsphere_kale.install.installer import RESOURCES, list_managed
+from vsphere_kale.install import render
+from vsphere_kale.install.installer import RESOURCES, fetch_served
+from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "vsphere-kale"
 SERVICE_KEY = f"{NS}/vsphere-kale:443"
+
+
+def list_managed(api_client: Any, kinds: Iterable[tuple[str, str]]) -> list[str]:
+    """``kind/namespace/name`` of every object with our managed-by label."""
+    kube = Kube(api_client)
+    found = []
+    for api_version, kind in kinds:
+        if not fetch_served(kube, api_version):
+            continue
+        listing = kube.list(
+            RESOURCES[(api_version, kind)],
+            label_selector=f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}",
+        )
+        for item in listing.get("items") or []:
+            md = item.get("metadata") or {}
+            found.append(f"{kind}/{md.get('namespace') or ''}/{md.get('name')}")
+    return sorted(found)
 
 
 def free_port() -> int:

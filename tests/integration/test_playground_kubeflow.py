@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.crd import apply_profile_crd
 from vsphere_kale.playground.kubeflow import PROFILE_NAMESPACE_LABELS, ProfileController
 from vsphere_kale.playground.objects import ApiObjects
@@ -377,7 +377,7 @@ def test_kubectl_shows_the_kubeflow_on_tkg_picture(sandbox_factory: Factory) -> 
 def test_seed_through_the_api_gives_the_same_picture(sandbox_factory: Factory) -> None:
     # Given an empty sandbox, seeded the way a real kube-apiserver is: through the API
     running = sandbox_factory(flavor="psa", seed="empty")
-    api = JsonApi(running.api_client())
+    api = Kube(running.api_client())
     apply_seed_through_api(api, "kubeflow-demo", flavor="psa")
     # Then it holds what the store-written seed holds (Profiles served built in: no CRD)
     assert apply_profile_crd(ApiObjects(api)) == "built-in"

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.seed import BLOCK_CLASS, NFS_CLASS, PROVISIONING_FAILED
 from vsphere_kale.playground.storage import (
     NFS_SERVER,
@@ -28,7 +28,7 @@ Factory = Callable[..., RunningSandbox]
 @pytest.fixture
 def cluster(sandbox_factory: Factory) -> Iterator[tuple[RunningSandbox, StorageProvisioners]]:
     running = sandbox_factory(seed="kubeflow-demo", authorization=True)
-    provisioners = start_provisioners(JsonApi(running.api_client()))
+    provisioners = start_provisioners(Kube(running.api_client()))
     yield running, provisioners
     provisioners.stop()
 

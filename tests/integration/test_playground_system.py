@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.seed import MARSHAL_PVC, NFS_CLASS
 from vsphere_kale.playground.system import LocalSystem
 from vsphere_kale.reconcile.recreate import apply_recreate
@@ -67,7 +67,7 @@ def test_recreate_on_the_running_system_ends_bound_on_nfs_client(system: LocalSy
     assert system.running is not None
     api = system.running.api_client()
     settings = settings_from_mapping({"storage": {"rwxStorageClass": NFS_CLASS}})
-    result = apply_recreate(JsonApi(api), "alice", MARSHAL_PVC, settings=settings)
+    result = apply_recreate(Kube(api), "alice", MARSHAL_PVC, settings=settings)
     claim = _bound(client.CoreV1Api(api), MARSHAL_PVC)
     assert claim.metadata.uid == result.uid
     assert claim.spec.storage_class_name == NFS_CLASS

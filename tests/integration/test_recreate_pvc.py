@@ -13,7 +13,7 @@ from kubernetes import client
 
 from vsphere_kale.cli import main
 from vsphere_kale.errors import KubeNotFound
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.seed import BLOCK_CLASS, MARSHAL_PVC, NFS_CLASS, NFS_PROVISIONER
 from vsphere_kale.playground.storage import PODS, StorageProvisioners, start_provisioners
 from vsphere_kale.reconcile.recreate import RecreateRefused, apply_recreate
@@ -27,7 +27,7 @@ SETTINGS = settings_from_mapping({"storage": {"rwxStorageClass": NFS_CLASS}})
 @pytest.fixture
 def cluster(sandbox_factory: Factory) -> Iterator[tuple[RunningSandbox, StorageProvisioners]]:
     running = sandbox_factory(seed="kubeflow-demo", authorization=True)
-    provisioners = start_provisioners(JsonApi(running.api_client()))
+    provisioners = start_provisioners(Kube(running.api_client()))
     yield running, provisioners
     provisioners.stop()
 
@@ -65,7 +65,7 @@ def test_the_stuck_marshal_claim_is_recreated_and_bound_on_nfs_client(
     core = _core(running)
     before = core.read_namespaced_persistent_volume_claim(MARSHAL_PVC, "alice")
     # When the seeded stuck claim is recreated
-    result = apply_recreate(JsonApi(running.api_client()), "alice", MARSHAL_PVC, settings=SETTINGS)
+    result = apply_recreate(Kube(running.api_client()), "alice", MARSHAL_PVC, settings=SETTINGS)
     # Then a new claim of the same name is on nfs-client, the old class recorded
     assert (result.original_class, result.target_class) == (BLOCK_CLASS, NFS_CLASS)
     after = core.read_namespaced_persistent_volume_claim(MARSHAL_PVC, "alice")
@@ -96,7 +96,7 @@ def test_refuses_a_bound_claim(cluster: tuple[RunningSandbox, StorageProvisioner
     )
     uid = _bound(core, "home").metadata.uid
     with pytest.raises(RecreateRefused) as caught:
-        apply_recreate(JsonApi(running.api_client()), "alice", "home", settings=SETTINGS)
+        apply_recreate(Kube(running.api_client()), "alice", "home", settings=SETTINGS)
     assert caught.value.status == 409
     assert caught.value.refusal.reason == "bound"
     assert "is Bound to pvc-" in str(caught.value)
@@ -118,7 +118,7 @@ def test_refuses_a_claim_with_a_data_source(
         ),
     )
     with pytest.raises(RecreateRefused) as caught:
-        apply_recreate(JsonApi(running.api_client()), "alice", "restored", settings=SETTINGS)
+        apply_recreate(Kube(running.api_client()), "alice", "restored", settings=SETTINGS)
     assert caught.value.refusal.reason == "data-source"
     assert core.read_namespaced_persistent_volume_claim("restored", "alice")
 
@@ -146,7 +146,7 @@ def test_refuses_a_claim_a_running_pod_mounts(
         },
     )
     with pytest.raises(RecreateRefused) as caught:
-        apply_recreate(JsonApi(running.api_client()), "alice", MARSHAL_PVC, settings=SETTINGS)
+        apply_recreate(Kube(running.api_client()), "alice", MARSHAL_PVC, settings=SETTINGS)
     assert caught.value.refusal.reason == "in-use"
     assert "mounted by pod wf-1-step-0" in str(caught.value)
     claim = _core(running).read_namespaced_persistent_volume_claim(MARSHAL_PVC, "alice")
@@ -161,14 +161,14 @@ def test_refuses_a_claim_that_is_not_stuck(
         "alice", _claim("scratch", BLOCK_CLASS, ["ReadWriteOnce"])
     )
     with pytest.raises(RecreateRefused) as caught:
-        apply_recreate(JsonApi(running.api_client()), "alice", "scratch", settings=SETTINGS)
+        apply_recreate(Kube(running.api_client()), "alice", "scratch", settings=SETTINGS)
     assert caught.value.refusal.reason == "not-stuck"
 
 
 def test_a_missing_claim_is_not_found(cluster: tuple[RunningSandbox, StorageProvisioners]) -> None:
     running, _ = cluster
     with pytest.raises(KubeNotFound, match='"nope" not found in namespace "alice"'):
-        apply_recreate(JsonApi(running.api_client()), "alice", "nope", settings=SETTINGS)
+        apply_recreate(Kube(running.api_client()), "alice", "nope", settings=SETTINGS)
 
 
 # --- the CLI ----------------------------------------------------------------------------------

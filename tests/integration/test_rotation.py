@@ -29,6 +29,7 @@ from kubernetes import client
 from vsphere_kale.cli import main
 from vsphere_kale.install import certs, rotation
 from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import Settings, StorageSettings
 from vsphere_kale.webhook.server import WebhookServer
@@ -240,7 +241,7 @@ def test_an_expiring_ca_is_rolled_over_without_a_failed_admission_call(
         time.sleep(0.05)
     claims = ClaimLoop(admin, "alice")
     rotator = CertificateRotator(
-        as_sa, namespace=NS, grace=dt.timedelta(seconds=3), publish_settle=0.3
+        Kube(as_sa), namespace=NS, grace=dt.timedelta(seconds=3), publish_settle=0.3
     )
     try:
         claims.wait_for(2)
@@ -304,7 +305,7 @@ def test_an_expiring_serving_certificate_is_renewed_from_the_same_ca(
     core.replace_namespaced_secret("vsphere-kale-tls", NS, secret)
     bundle_before = _bundle(admin)
 
-    plan = CertificateRotator(as_sa, namespace=NS).run_once()
+    plan = CertificateRotator(Kube(as_sa), namespace=NS).run_once()
 
     assert plan.action == "ok"
     assert _bundle(admin) == bundle_before  # the CA did not change: nothing to publish
@@ -321,7 +322,7 @@ def test_the_loop_rotates_when_leadership_starts_and_not_before(
     _set_near_expiry_ca(admin, days=10)
     leading = threading.Event()
     rotator = CertificateRotator(
-        as_sa, namespace=NS, is_leader=leading.is_set, leader_poll=0.1, publish_settle=0
+        Kube(as_sa), namespace=NS, is_leader=leading.is_set, leader_poll=0.1, publish_settle=0
     )
     rotator.start()
     try:
@@ -353,7 +354,7 @@ def test_rotation_without_the_secret_rule_is_forbidden(
     rbac.replace_namespaced_role("vsphere-kale", NS, role)
 
     with pytest.raises(KubeForbidden, match="secret"):
-        CertificateRotator(as_sa, namespace=NS, publish_settle=0).run_once()
+        CertificateRotator(Kube(as_sa), namespace=NS, publish_settle=0).run_once()
 
 
 def test_serve_rotates_an_expiring_ca_when_it_takes_the_lead(

@@ -258,10 +258,11 @@ def test_two_replicas_only_the_leader_writes_and_fails_over(
 
 def test_not_ready_until_the_informers_synced(sandbox: RunningSandbox) -> None:
     from vsphere_kale.commands.serve import _synced_check
+    from vsphere_kale.kube import Kube
     from vsphere_kale.reconcile.reconciler import Reconciler
     from vsphere_kale.settings import Settings
 
-    reconciler = Reconciler(sandbox.api_client(), Settings(), identity="r")
+    reconciler = Reconciler(Kube(sandbox.api_client()), Settings(), identity="r")
     check = _synced_check(reconciler)
     assert check() == (
         "the pod-security reconciler's informers have not synced yet ((not started))"

@@ -23,7 +23,7 @@ from vsphere_kale.controlplane import (
     find_binaries,
     start_control_plane,
 )
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
 from vsphere_kale.playground.kubeflow import PROFILE_NAMESPACE_LABELS
 from vsphere_kale.playground.seed import (
@@ -51,8 +51,8 @@ def demo() -> Iterator[tuple[RunningControlPlane, client.ApiClient, PlaygroundCo
     api = api_client_for(cp)
     controllers: PlaygroundControllers | None = None
     try:
-        apply_seed_through_api(JsonApi(api), "kubeflow-demo", flavor="psa")
-        controllers = start_controllers(JsonApi(api))
+        apply_seed_through_api(Kube(api), "kubeflow-demo", flavor="psa")
+        controllers = start_controllers(Kube(api))
         yield cp, api, controllers
     finally:
         if controllers is not None:
@@ -186,7 +186,7 @@ def test_recreate_moves_the_stuck_marshal_claim_to_nfs_client_where_it_binds(
     _, api, _ = demo
     settings = settings_from_mapping({"storage": {"rwxStorageClass": NFS_CLASS}})
     # The delete waits for kube-controller-manager's pvc-protection controller
-    result = apply_recreate(JsonApi(api), "alice", MARSHAL_PVC, settings=settings, timeout=60)
+    result = apply_recreate(Kube(api), "alice", MARSHAL_PVC, settings=settings, timeout=60)
     core = client.CoreV1Api(api)
     claim = wait_for(
         "the recreated claim to be Bound",

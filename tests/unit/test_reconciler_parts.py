@@ -10,10 +10,12 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ProtocolError
 
-from vsphere_kale.errors import KubeUnavailable
-from vsphere_kale.reconcile.applier import NamespaceResult, _retry_after
-from vsphere_kale.reconcile.leader import _Config, default_identity
-from vsphere_kale.reconcile.reconciler import RawList, _at_least, _trim, _WatchDropFilter
+from vsphere_kale.kube import translate
+from vsphere_kale.kube.informers import RawList, _WatchDropFilter
+from vsphere_kale.kube.leaderelection import _Config
+from vsphere_kale.reconcile.applier import NamespaceResult
+from vsphere_kale.reconcile.leader import default_identity
+from vsphere_kale.reconcile.reconciler import _at_least, _trim
 
 
 def test_result_json_shape() -> None:
@@ -37,12 +39,10 @@ def _api_exception(status: int, headers: dict[str, str]) -> ApiException:
     ("headers", "expected"),
     [({"Retry-After": "3"}, 3.0), ({"Retry-After": "soon"}, None), ({}, None)],
 )
-def test_retry_after_from_the_cause(headers: dict[str, str], expected: float | None) -> None:
-    cause = _api_exception(429, headers)
-    try:
-        raise KubeUnavailable("busy", status=429) from cause
-    except KubeUnavailable as exc:
-        assert _retry_after(exc) == expected
+def test_retry_after_is_kept_in_translation(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    assert translate(_api_exception(429, headers), action="list x").retry_after == expected
 
 
 @pytest.mark.parametrize(

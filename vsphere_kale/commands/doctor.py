@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vsphere_kale.install.doctor import Check, decide_exit_code, fetch_facts, run_checks
-from vsphere_kale.kube import build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.settings import load_settings
 
 MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
@@ -55,11 +55,11 @@ def doctor_command(
     Exit code 1 when any check fails.
     """
     fallback = load_settings(config_path, environ={}, namespace=namespace)
-    api_client = build_api_client(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig)
     try:
-        facts = fetch_facts(api_client, namespace=namespace, fallback=fallback)
+        facts = fetch_facts(kube, namespace=namespace, fallback=fallback)
     finally:
-        api_client.close()
+        kube.close()
     checks = run_checks(facts, now=dt.datetime.now(dt.timezone.utc))
     code = decide_exit_code(checks)
     if output == "json":

@@ -10,14 +10,13 @@ from vsphere_kale.errors import ConfigError
 from vsphere_kale.install import render
 from vsphere_kale.install.installer import (
     InstallOptions,
-    RawApi,
     fetch_installed_settings,
     install,
     render_offline,
     uninstall,
     wait_ready,
 )
-from vsphere_kale.kube import build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.settings import Settings, load_settings, with_overrides
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ def resolve_settings(
     config_path: str | None,
     rwx_storage_class: str | None,
     namespace: str | None,
-    api: RawApi | None,
+    api: Kube | None,
 ) -> tuple[Settings, str]:
     """--config, else the installed ConfigMap (re-runs keep their settings), else the base's
     config.yaml; flags on top. Returns the settings and where they came from."""
@@ -134,13 +133,13 @@ def install_command(
         )
         click.echo(render.dump_yaml(objects), nl=False)
         return
-    api_client = build_api_client(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig)
     try:
         settings, source = resolve_settings(
             config_path=config_path,
             rwx_storage_class=rwx_storage_class,
             namespace=namespace,
-            api=RawApi(api_client),
+            api=kube,
         )
         if settings.storage.rwx_storage_class is None:
             raise ConfigError(
@@ -155,16 +154,14 @@ def install_command(
         options = InstallOptions(
             settings, components, image, dry_run=dry_run, webhook_url=webhook_url
         )
-        result = install(
-            api_client, options, rendered=render.fetch_rendered(components), echo=click.echo
-        )
+        result = install(kube, options, rendered=render.fetch_rendered(components), echo=click.echo)
         if result.cert_plan is not None:
             click.echo(f"# certificates: {result.cert_plan.reason}", err=True)
         if wait and not dry_run:
-            wait_ready(api_client, settings.namespace, timeout=timeout, echo=click.echo)
+            wait_ready(kube, settings.namespace, timeout=timeout, echo=click.echo)
             click.echo(f"deployment.apps/{render.NAME} available")
     finally:
-        api_client.close()
+        kube.close()
 
 
 @click.command("uninstall")
@@ -186,15 +183,14 @@ def uninstall_command(
     install renders; the namespace only if install created it. The reconciler's RoleBindings
     in profile namespaces stay unless --purge.
     """
-    api_client = build_api_client(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig)
     try:
-        api = RawApi(api_client)
         settings, _ = resolve_settings(
-            config_path=None, rwx_storage_class=None, namespace=namespace, api=api
+            config_path=None, rwx_storage_class=None, namespace=namespace, api=kube
         )
         rendered = render.fetch_rendered(render.COMPONENTS)
         changes = uninstall(
-            api_client,
+            kube,
             settings=settings,
             rendered=rendered,
             dry_run=dry_run,
@@ -204,4 +200,4 @@ def uninstall_command(
         if not changes:
             click.echo(f"nothing of vsphere-kale found in namespace {settings.namespace}")
     finally:
-        api_client.close()
+        kube.close()

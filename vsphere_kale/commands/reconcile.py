@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vsphere_kale.kube import build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.applier import NamespaceResult
 from vsphere_kale.reconcile.reconciler import reconcile_once
 from vsphere_kale.settings import load_settings
@@ -83,7 +83,7 @@ def reconcile_command(
     if bool(namespace) == all_namespaces:
         raise click.UsageError("give exactly one of --namespace NS or --all")
     settings = load_settings(config_path)
-    api_client = build_api_client(kubeconfig)
+    kube = Kube.from_kubeconfig(kubeconfig)
     stderr = Console(stderr=True)
     try:
         if all_namespaces and output == "table" and stderr.is_terminal:
@@ -97,7 +97,7 @@ def reconcile_command(
             ) as progress:
                 task = progress.add_task("reconcile", total=None)
                 mode, results = reconcile_once(
-                    api_client,
+                    kube,
                     settings,
                     dry_run=dry_run,
                     on_total=lambda n: progress.update(task, total=n),
@@ -105,13 +105,13 @@ def reconcile_command(
                 )
         else:
             mode, results = reconcile_once(
-                api_client,
+                kube,
                 settings,
                 namespaces=None if all_namespaces else [str(namespace)],
                 dry_run=dry_run,
             )
     finally:
-        api_client.close()
+        kube.close()
     if output == "json":
         document = {
             "kind": "ReconcileResult",

@@ -16,8 +16,7 @@ import json
 
 import click
 
-from vsphere_kale.kube import build_api_client
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube, build_api_client
 from vsphere_kale.policy.recreate import RecreateRefusal
 from vsphere_kale.reconcile.recreate import RecreateRefused, apply_recreate, fetch_recreate_plan
 from vsphere_kale.settings import load_settings
@@ -55,7 +54,7 @@ def recreate_pvc_command(
     settings = load_settings(config_path, rwx_storage_class=rwx_storage_class)
     api_client = build_api_client(kubeconfig)
     try:
-        api = JsonApi(api_client)
+        api = Kube(api_client)
         _, plan = fetch_recreate_plan(api, namespace, name, settings=settings)
         if isinstance(plan, RecreateRefusal):
             raise RecreateRefused(plan)

@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from vsphere_kale.errors import ConfigError
-from vsphere_kale.kube import build_api_client
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube, build_api_client
 from vsphere_kale.playground.controllers import start_controllers
 from vsphere_kale.playground.seed import apply_seed_through_api
 from vsphere_kale.playground.system import run_from_options, run_options
@@ -134,7 +133,7 @@ def apiserver_command(
     except OSError as exc:
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
     # The profile controller and the provisioners are API clients of the server.
-    controllers = None if no_kubeflow else start_controllers(JsonApi(running.api_client()))
+    controllers = None if no_kubeflow else start_controllers(Kube(running.api_client()))
     stop = _stop_on_signal()
     kubeconfig = running.kubeconfig_path
     click.echo(f"sandbox API server ({flavor}, seed {seed}) serving on {running.url}")
@@ -207,9 +206,9 @@ def _serve_real(
         # first), then the profile controller and the provisioners as API clients.
         api_client = build_api_client(str(running.kubeconfig_path))
         if seed != "empty":
-            apply_seed_through_api(JsonApi(api_client), seed, flavor=flavor)
+            apply_seed_through_api(Kube(api_client), seed, flavor=flavor)
         if not no_kubeflow:
-            controllers = start_controllers(JsonApi(api_client))
+            controllers = start_controllers(Kube(api_client))
         kubeconfig = write_kubeconfig(
             kubeconfig_out, running.url, running.tokens, ca_pem=running.ca_pem
         )

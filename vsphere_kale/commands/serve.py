@@ -33,7 +33,7 @@ import click
 from vsphere_kale.errors import ConfigError
 from vsphere_kale.install import certs
 from vsphere_kale.install.rotation import CertificateRotator
-from vsphere_kale.kube import build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.leader import default_identity
 from vsphere_kale.reconcile.reconciler import Reconciler
 from vsphere_kale.settings import Settings, load_settings
@@ -46,10 +46,10 @@ DRAIN_TIMEOUT_SECONDS = 10.0
 RECONCILER_STOP_SECONDS = 10.0
 
 
-def _admin_routes(api_client: Any, settings: Settings, reconciler: Reconciler) -> list[Any]:
+def _admin_routes(kube: Kube, settings: Settings, reconciler: Reconciler) -> list[Any]:
     from vsphere_kale.health.adminapi import build_admin_routes
 
-    return list(build_admin_routes(api_client=api_client, settings=settings, reconciler=reconciler))
+    return list(build_admin_routes(kube=kube, settings=settings, reconciler=reconciler))
 
 
 def _synced_check(reconciler: Reconciler) -> Callable[[], str | None]:
@@ -178,9 +178,9 @@ def serve_command(
         certs.write_cert_files(scratch, bundle, force=True)
         cert_file, key_file = str(scratch / "tls.crt"), str(scratch / "tls.key")
     try:
-        api_client = build_api_client(kubeconfig)
+        kube = Kube.from_kubeconfig(kubeconfig)
         reconciler = Reconciler(
-            api_client,
+            kube,
             settings,
             identity=identity,
             lease_duration=lease_duration,
@@ -194,7 +194,7 @@ def serve_command(
             address=address,
             port=port,
             client_ca_file=client_ca_file,
-            extra_handlers=_admin_routes(api_client, settings, reconciler),
+            extra_handlers=_admin_routes(kube, settings, reconciler),
             ready_checks=[_synced_check(reconciler)],
         )
         reconciler.metrics.register_into(server.registry)
@@ -203,7 +203,7 @@ def serve_command(
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
-                api_client, namespace=settings.namespace, is_leader=reconciler.is_leader
+                kube, namespace=settings.namespace, is_leader=reconciler.is_leader
             )
             reconciler.add_leader_callback(rotator.kick)
         level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
@@ -218,7 +218,7 @@ def serve_command(
         try:
             asyncio.run(_run(server, reconciler, rotator=rotator, address=address, port=port))
         finally:
-            api_client.close()
+            kube.close()
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

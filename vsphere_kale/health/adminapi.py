@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import tornado.web
-from kubernetes import client
 
 from vsphere_kale.errors import KubeError, KubeNotFound, KubeUnavailable, VsphereKaleError
 from vsphere_kale.health.status import collect_status
-from vsphere_kale.kube import kube_errors
+from vsphere_kale.kube import Kube
+from vsphere_kale.kube import resources as r
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,8 @@ def reconcile_permission(namespace: str = "") -> Permission:
 class Authorizer:
     """TokenReview + SubjectAccessReview through the service's own API client (blocking)."""
 
-    def __init__(self, api_client: client.ApiClient, *, cache: TokenCache | None = None) -> None:
-        self._authn = client.AuthenticationV1Api(api_client)
-        self._authz = client.AuthorizationV1Api(api_client)
+    def __init__(self, kube: Kube, *, cache: TokenCache | None = None) -> None:
+        self._kube = kube
         self.cache = cache or TokenCache()
 
     def authenticate(self, token: str) -> Caller:
@@ -190,54 +189,61 @@ class Authorizer:
         cached = self.cache.get(token)
         if cached is not None:
             return cached
-        review = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token))
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
         try:
-            with kube_errors("create tokenreview"):
-                answer = self._authn.create_token_review(review, _request_timeout=REVIEW_TIMEOUT)
+            answer = self._kube.create(r.TOKEN_REVIEW, review, timeout=REVIEW_TIMEOUT)
         except KubeError as exc:
             log.warning("TokenReview failed: %s", exc)
             raise _unavailable("who you are (TokenReview failed)", exc) from exc
-        status = answer.status
-        if status is None or not status.authenticated or status.user is None:
+        status = answer.get("status") or {}
+        user = status.get("user")
+        if not status.get("authenticated") or not isinstance(user, dict):
             # The reason the API server gives may describe the token; keep it out of the
             # answer and the log at INFO.
-            log.debug("TokenReview rejected a token: %s", status.error if status else None)
+            log.debug("TokenReview rejected a token: %s", status.get("error"))
             raise ApiError(401, "Unauthorized", "The bearer token is not valid.")
-        user = status.user
         caller = Caller(
-            username=user.username or "",
-            uid=user.uid or "",
-            groups=tuple(user.groups or ()),
-            extra={k: tuple(v) for k, v in (user.extra or {}).items()},
+            username=str(user.get("username") or ""),
+            uid=str(user.get("uid") or ""),
+            groups=tuple(user.get("groups") or ()),
+            extra={k: tuple(v) for k, v in (user.get("extra") or {}).items()},
         )
         self.cache.put(token, caller)
         return caller
 
     def allowed(self, caller: Caller, permission: Permission) -> bool:
         """One SubjectAccessReview; :class:`ApiError` 503 when it cannot be answered."""
-        review = client.V1SubjectAccessReview(
-            spec=client.V1SubjectAccessReviewSpec(
-                user=caller.username,
-                uid=caller.uid or None,
-                groups=list(caller.groups),
-                extra={k: list(v) for k, v in caller.extra.items()} or None,
-                resource_attributes=client.V1ResourceAttributes(
-                    verb=permission.verb,
-                    group=permission.group,
-                    resource=permission.resource,
-                    namespace=permission.namespace or None,
-                ),
-            )
-        )
+        attributes = {
+            "verb": permission.verb,
+            "group": permission.group,
+            "resource": permission.resource,
+        }
+        if permission.namespace:
+            attributes["namespace"] = permission.namespace
+        spec: dict[str, Any] = {
+            "user": caller.username,
+            "groups": list(caller.groups),
+            "resourceAttributes": attributes,
+        }
+        if caller.uid:
+            spec["uid"] = caller.uid
+        if caller.extra:
+            spec["extra"] = {k: list(v) for k, v in caller.extra.items()}
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        }
         try:
-            with kube_errors("create subjectaccessreview"):
-                answer = self._authz.create_subject_access_review(
-                    review, _request_timeout=REVIEW_TIMEOUT
-                )
+            answer = self._kube.create(r.SUBJECT_ACCESS_REVIEW, review, timeout=REVIEW_TIMEOUT)
         except KubeError as exc:
             log.warning("SubjectAccessReview failed: %s", exc)
             raise _unavailable("permissions (SubjectAccessReview failed)", exc) from exc
-        return bool(answer.status is not None and answer.status.allowed)
+        return bool((answer.get("status") or {}).get("allowed"))
 
     def require(self, caller: Caller, permission: Permission) -> None:
         if not self.allowed(caller, permission):
@@ -258,16 +264,16 @@ class AdminService:
     def __init__(
         self,
         *,
-        api_client: client.ApiClient,
+        kube: Kube,
         settings: Settings,
         reconciler: ReconcilerLike | None,
         authorizer: Authorizer | None = None,
         workers: int = 8,
     ) -> None:
-        self.api_client = api_client
+        self.kube = kube
         self.settings = settings
         self.reconciler = reconciler
-        self.authorizer = authorizer or Authorizer(api_client)
+        self.authorizer = authorizer or Authorizer(kube)
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="adminapi")
 
     async def run(self, fn: Callable[[], T]) -> T:
@@ -277,7 +283,7 @@ class AdminService:
     def status(self, namespace: str, *, can_reconcile: bool) -> dict[str, Any]:
         mode = self.reconciler.mode if self.reconciler is not None else None
         return collect_status(
-            self.api_client,
+            self.kube,
             namespace,
             settings=self.settings,
             mode=mode,
@@ -439,7 +445,9 @@ class ReconcileAllHandler(_ReconcileHandler):
             reconciler = self.reconciler()
             results = await self.service.run(reconciler.reconcile_all)
             log.info("reconcile all by %s: %d namespaces", who.username, len(results))
-            self.write_json({"kind": "ReconcileResult", "results": [r.to_json() for r in results]})
+            self.write_json(
+                {"kind": "ReconcileResult", "results": [res.to_json() for res in results]}
+            )
 
         await self.guarded(work)
 
@@ -449,12 +457,12 @@ RouteSpec = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 
 def build_admin_routes(
     *,
-    api_client: client.ApiClient,
+    kube: Kube,
     settings: Settings,
     reconciler: ReconcilerLike | None,
 ) -> list[RouteSpec]:
     """The admin API's tornado route specs; ``serve`` mounts them on its TLS server."""
-    service = AdminService(api_client=api_client, settings=settings, reconciler=reconciler)
+    service = AdminService(kube=kube, settings=settings, reconciler=reconciler)
     args: dict[str, Any] = {"service": service}
     return [
         (r"/api/v1/namespaces/([^/]+)/status", NamespaceStatusHandler, args),

@@ -9,12 +9,13 @@ costs the same handful of requests:
 * get the MutatingWebhookConfiguration (by name)
 * get the Namespace, get the Kubeflow Profile (same name)
 * list RoleBindings in the namespace (psp mode only)
-* and, only when the pod-security mode is ``auto`` and not given, one discovery request
+* and discovery (which Profile version, whether PSPs are served), read once per
+  :class:`~vsphere_kale.kube.Kube` and cached
 
-Lists are read as raw JSON (``_preload_content=False``): the client's model deserialisation
-costs more than the request itself for hundreds of objects, and the pure policy works on the
-JSON anyway. The reads are independent, so they are sent concurrently (a few threads for the
-duration of the call): the status costs about its slowest read, not the sum.
+Lists are read as raw JSON (:class:`~vsphere_kale.kube.Kube`): the client's model
+deserialisation costs more than the request itself for hundreds of objects, and the pure
+policy works on the JSON anyway. The reads are independent, so they are sent concurrently (a
+few threads for the duration of the call): the status costs about its slowest read, not the sum.
 
 A read the caller is not allowed to do (403) makes *that component* ``unknown``, with a
 sentence naming the missing permission; the rest of the status is still computed. This is the
@@ -27,16 +28,14 @@ namespace with :class:`~vsphere_kale.errors.KubeNotFound`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
-from kubernetes import client
-
 from vsphere_kale.errors import KubeForbidden, KubeNotFound
-from vsphere_kale.kube import kube_errors
+from vsphere_kale.kube import Kube
+from vsphere_kale.kube import resources as r
 from vsphere_kale.policy import podsecurity
 from vsphere_kale.policy.health import (
     WEBHOOK_CONFIGURATION_NAME,
@@ -48,7 +47,6 @@ from vsphere_kale.policy.health import (
     Unreadable,
     build_namespace_status,
 )
-from vsphere_kale.reconcile.applier import fetch_json
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,10 +61,6 @@ PROFILE_LABEL = ("app.kubernetes.io/part-of", "kubeflow-profile")
 """The Kubeflow profile controller labels the namespaces it creates; used as evidence of a
 Profile when the caller may not read Profiles."""
 
-TYPE_NOT_SERVED = "the server could not find the requested resource"
-"""kube-apiserver's 404 message for a resource type it does not serve (as opposed to
-``profiles.kubeflow.org "x" not found`` for a missing object)."""
-
 CACHED = "0"
 """``resourceVersion=0`` on lists: kube-apiserver answers from its watch cache instead of a
 quorum read of etcd, far cheaper for hundreds of objects. The answer may be a few
@@ -78,148 +72,101 @@ kube-apiserver; a busy namespace's other Events (ExternalProvisioning, pod churn
 the wire."""
 
 
-def _json(response: Any) -> Any:
-    """The body of a ``_preload_content=False`` response, decoded."""
-    return json.loads(response.data)
+def read_or_unreadable(fn: Callable[[], T], *, forbidden: str) -> T | Unreadable:
+    """One read; 403 becomes :class:`Unreadable` with ``forbidden`` (which permission).
 
-
-def _read(action: str, fn: Callable[[], T], *, forbidden: str) -> T | Unreadable:
-    """One read; 403 becomes :class:`Unreadable` with ``forbidden`` (which permission)."""
+    The one place a refused read becomes a component the checks call ``unknown`` (the
+    status here and ``vsphere-kale doctor``), so a missing permission never fails the rest.
+    """
     try:
-        with kube_errors(action):
-            return fn()
-    except KubeForbidden:
-        log.info("status: %s forbidden", action)
+        return fn()
+    except KubeForbidden as exc:
+        log.info("read forbidden: %s", exc)
         return Unreadable(forbidden)
 
 
-def _get_or_none(action: str, fn: Callable[[], T], *, forbidden: str) -> T | Unreadable | None:
-    """Like :func:`_read`, but 404 (object or its type not served) is ``None``."""
+def get_or_unreadable(fn: Callable[[], T], *, forbidden: str) -> T | Unreadable | None:
+    """Like :func:`read_or_unreadable`, but 404 (object or its type not served) is ``None``."""
     try:
-        return _read(action, fn, forbidden=forbidden)
+        return read_or_unreadable(fn, forbidden=forbidden)
     except KubeNotFound:
         return None
 
 
-def _items(response: Any) -> list[Any]:
-    return list(_json(response).get("items") or [])
+def fetch_psp_served(kube: Kube) -> bool:
+    """Whether the API serves policy/v1beta1 podsecuritypolicies (TKG up to 1.24)."""
+    return kube.discovery().psp_served
 
 
-def fetch_psp_served(api_client: client.ApiClient) -> bool:
-    """Whether the API serves policy/v1beta1 podsecuritypolicies (TKG up to 1.24).
-
-    One discovery request (the reconciler's reader); 404 means the group-version is gone
-    (Kubernetes 1.25+).
-    """
-    try:
-        resources = fetch_json(api_client, "/apis/policy/v1beta1").get("resources") or []
-    except KubeNotFound:
-        return False
-    return any(r.get("name") == "podsecuritypolicies" for r in resources)
-
-
-def resolve_mode(api_client: client.ApiClient, *, settings: Settings, mode: str | None) -> str:
+def resolve_mode(kube: Kube, *, settings: Settings, mode: str | None) -> str:
     """``psp`` | ``psa`` | ``off``: ``mode`` when given (e.g. the reconciler's resolved mode),
     else the configured mode, asking discovery only for ``auto``."""
     configured = mode or settings.pod_security.mode
-    psp_served = fetch_psp_served(api_client) if configured == "auto" else False
+    psp_served = fetch_psp_served(kube) if configured == "auto" else False
     return podsecurity.decide_mode(configured, psp_served=psp_served)
 
 
+def _items(answer: Mapping[str, Any]) -> list[Any]:
+    return list(answer.get("items") or [])
+
+
 def _readers(
-    api_client: client.ApiClient, namespace: str, *, mode: str, webhook_name: str
+    kube: Kube, namespace: str, *, mode: str, webhook_name: str
 ) -> dict[str, Callable[[], Any]]:
     """One callable per read, each translating errors and turning 403 into Unreadable."""
-    core = client.CoreV1Api(api_client)
-    custom = client.CustomObjectsApi(api_client)
     timeout = REQUEST_TIMEOUT
 
     def get_profile() -> Any:
-        try:
-            with kube_errors(f"get profile {namespace}"):
-                return custom.get_cluster_custom_object(
-                    "kubeflow.org", "v1", "profiles", namespace, _request_timeout=timeout
-                )
-        except KubeNotFound as exc:
-            if TYPE_NOT_SERVED not in str(exc):
-                raise
-        # Kubeflow before 1.3 serves Profiles as v1beta1 only (one more request, only there).
-        return custom.get_cluster_custom_object(
-            "kubeflow.org", "v1beta1", "profiles", namespace, _request_timeout=timeout
-        )
+        # Kubeflow before 1.3 serves Profiles as v1beta1 only: discovery says which.
+        version = kube.discovery().profile_version
+        if version is None:
+            return None
+        return kube.get(r.PROFILE.at(version), namespace, timeout=timeout)
+
+    def listed(resource: r.Resource, **query: Any) -> Callable[[], list[Any]]:
+        return lambda: _items(kube.list(resource, timeout=timeout, **query))
 
     readers: dict[str, Callable[[], Any]] = {
-        "namespace": lambda: _read(
-            f"get namespace {namespace}",
-            lambda: _json(
-                core.read_namespace(namespace, _preload_content=False, _request_timeout=timeout)
-            ),
+        "namespace": lambda: read_or_unreadable(
+            lambda: kube.get(r.NAMESPACE, namespace, timeout=timeout),
             forbidden=f"Cannot check pod security: the caller may not get namespace {namespace}.",
         ),
-        "pvcs": lambda: _read(
-            f"list persistentvolumeclaims in {namespace}",
-            lambda: _items(
-                core.list_namespaced_persistent_volume_claim(
-                    namespace,
-                    resource_version=CACHED,
-                    _preload_content=False,
-                    _request_timeout=timeout,
-                )
-            ),
+        "pvcs": lambda: read_or_unreadable(
+            listed(r.PERSISTENT_VOLUME_CLAIM, namespace=namespace, resource_version=CACHED),
             forbidden=f"The caller may not list persistentvolumeclaims in {namespace}.",
         ),
-        "events": lambda: _read(
-            f"list events in {namespace}",
-            lambda: _items(
-                core.list_namespaced_event(
-                    namespace,
-                    field_selector=PVC_EVENTS_SELECTOR,
-                    resource_version=CACHED,
-                    _preload_content=False,
-                    _request_timeout=timeout,
-                )
+        "events": lambda: read_or_unreadable(
+            listed(
+                r.EVENT,
+                namespace=namespace,
+                field_selector=PVC_EVENTS_SELECTOR,
+                resource_version=CACHED,
             ),
             forbidden="Provisioning errors are not shown: the caller may not list events in "
             f"{namespace}.",
         ),
-        "storage_classes": lambda: _read(
-            "list storageclasses",
-            lambda: _items(
-                client.StorageV1Api(api_client).list_storage_class(
-                    resource_version=CACHED, _preload_content=False, _request_timeout=timeout
-                )
-            ),
+        "storage_classes": lambda: read_or_unreadable(
+            listed(r.STORAGE_CLASS, resource_version=CACHED),
             forbidden="Storage classes are not checked: the caller may not list "
             "storageclasses.storage.k8s.io.",
         ),
-        "webhook": lambda: _get_or_none(
-            f"get mutatingwebhookconfiguration {webhook_name}",
-            lambda: _json(
-                client.AdmissionregistrationV1Api(api_client).read_mutating_webhook_configuration(
-                    webhook_name, _preload_content=False, _request_timeout=timeout
-                )
-            ),
+        "webhook": lambda: get_or_unreadable(
+            lambda: kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, webhook_name, timeout=timeout),
             forbidden="Cannot check the webhook: the caller may not get "
             f"mutatingwebhookconfigurations.admissionregistration.k8s.io {webhook_name}.",
         ),
     }
     if mode != "off":
-        readers["profile"] = lambda: _get_or_none(
-            f"get profile {namespace}",
+        readers["profile"] = lambda: get_or_unreadable(
             get_profile,
             forbidden="Cannot check pod security: the caller may not get "
             f"profiles.kubeflow.org {namespace}.",
         )
     if mode == "psp":
-        readers["bindings"] = lambda: _read(
-            f"list rolebindings in {namespace}",
-            lambda: _items(
-                # A consistent read (no CACHED): the widget refreshes right after a Reconcile
-                # and must see the binding it just created; the list is a handful of objects.
-                client.RbacAuthorizationV1Api(api_client).list_namespaced_role_binding(
-                    namespace, _preload_content=False, _request_timeout=timeout
-                )
-            ),
+        readers["bindings"] = lambda: read_or_unreadable(
+            # A consistent read (no CACHED): the widget refreshes right after a Reconcile
+            # and must see the binding it just created; the list is a handful of objects.
+            listed(r.ROLE_BINDING, namespace=namespace),
             forbidden="Cannot check pod security: the caller may not list "
             f"rolebindings.rbac.authorization.k8s.io in {namespace}.",
         )
@@ -286,7 +233,7 @@ def build_pod_security_facts(
 
 
 def collect_status(
-    api_client: client.ApiClient,
+    kube: Kube,
     namespace: str,
     *,
     settings: Settings,
@@ -302,8 +249,8 @@ def collect_status(
     here from the settings (discovery for ``auto``). Raises :class:`KubeNotFound` when the
     namespace does not exist, :class:`KubeUnavailable` when the API fails.
     """
-    resolved = resolve_mode(api_client, settings=settings, mode=mode)
-    got = _fetch_all(_readers(api_client, namespace, mode=resolved, webhook_name=webhook_name))
+    resolved = resolve_mode(kube, settings=settings, mode=mode)
+    got = _fetch_all(_readers(kube, namespace, mode=resolved, webhook_name=webhook_name))
     pvcs: list[PersistentVolumeClaim] | Unreadable = got["pvcs"]
     events: list[Event] | Unreadable = got["events"]
     storage_classes: list[StorageClass] | Unreadable = got["storage_classes"]

@@ -22,18 +22,20 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
-from vsphere_kale.errors import ConfigError, KubeForbidden, KubeNotFound
+from vsphere_kale.errors import ConfigError, KubeForbidden
 from vsphere_kale.install import render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
 
+if TYPE_CHECKING:
+    from vsphere_kale.kube import Kube
+
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "warn", "fail"]
-T = TypeVar("T")
 
 EXPIRY_MARGIN = dt.timedelta(days=30)
 SA_NAME = "vsphere-kale"
@@ -553,26 +555,16 @@ def decide_exit_code(checks: Sequence[Check]) -> int:
 # --- fetch (I/O) -------------------------------------------------------------------------------
 
 
-def _read(fn: Callable[[], T], *, what: str) -> T | health.Unreadable:
-    try:
-        return fn()
-    except KubeForbidden:
-        return health.Unreadable(f"reading {what} is forbidden")
+def _forbidden(what: str) -> str:
+    return f"reading {what} is forbidden"
 
 
-def _get_or_none(fn: Callable[[], T], *, what: str) -> T | health.Unreadable | None:
-    try:
-        return _read(fn, what=what)
-    except KubeNotFound:
-        return None
-
-
-def fetch_settings(api: Any, namespace: str, fallback: Settings) -> tuple[Settings, str]:
+def fetch_settings(kube: Kube, namespace: str, fallback: Settings) -> tuple[Settings, str]:
     """The installed settings (ConfigMap), else ``fallback``."""
     from vsphere_kale.install.installer import fetch_installed_settings
 
     try:
-        live = fetch_installed_settings(api, namespace)
+        live = fetch_installed_settings(kube, namespace)
     except (KubeForbidden, ConfigError) as exc:
         log.info("doctor: installed settings not readable: %s", exc)
         live = None
@@ -581,9 +573,11 @@ def fetch_settings(api: Any, namespace: str, fallback: Settings) -> tuple[Settin
     return live, f"configmap {namespace}/{render.CONFIG_MAP}"
 
 
-def fetch_access(api: Any, accesses: Sequence[Access], *, namespace: str) -> list[AccessResult]:
+def fetch_access(kube: Kube, accesses: Sequence[Access], *, namespace: str) -> list[AccessResult]:
     """One SubjectAccessReview per permission for our SA; SelfSubjectAccessReview if SARs are
     forbidden to the caller."""
+    from vsphere_kale.kube import resources as r
+
     user = f"system:serviceaccount:{namespace}:{SA_NAME}"
     groups = [
         "system:serviceaccounts",
@@ -609,12 +603,7 @@ def fetch_access(api: Any, accesses: Sequence[Access], *, namespace: str) -> lis
                 "spec": {"user": user, "groups": groups, "resourceAttributes": attrs},
             }
             try:
-                answer = api.request(
-                    "POST",
-                    "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-                    action="create subjectaccessreview",
-                    body=body,
-                )
+                answer = kube.create(r.SUBJECT_ACCESS_REVIEW, body)
                 status = answer.get("status") or {}
                 results.append(AccessResult(access, bool(status.get("allowed")), "serviceaccount"))
                 continue
@@ -626,12 +615,7 @@ def fetch_access(api: Any, accesses: Sequence[Access], *, namespace: str) -> lis
             "spec": {"resourceAttributes": attrs},
         }
         try:
-            answer = api.request(
-                "POST",
-                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                action="create selfsubjectaccessreview",
-                body=body,
-            )
+            answer = kube.create(r.SELF_SUBJECT_ACCESS_REVIEW, body)
         except KubeForbidden as exc:
             results.append(AccessResult(access, None, "self", str(exc)))
             continue
@@ -640,79 +624,62 @@ def fetch_access(api: Any, accesses: Sequence[Access], *, namespace: str) -> lis
     return results
 
 
-def fetch_facts(api_client: Any, *, namespace: str, fallback: Settings) -> DoctorFacts:
+def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFacts:
     """Everything :func:`run_checks` needs, one request per resource type (plus the reviews)."""
-    from vsphere_kale.health.status import fetch_psp_served
-    from vsphere_kale.install.installer import RawApi
+    from vsphere_kale.health.status import (
+        PVC_EVENTS_SELECTOR,
+        fetch_psp_served,
+        get_or_unreadable,
+        read_or_unreadable,
+    )
+    from vsphere_kale.kube import resources as r
 
-    api = RawApi(api_client)
-    settings, source = fetch_settings(api, namespace, fallback)
+    settings, source = fetch_settings(kube, namespace, fallback)
 
-    def items(path: str, *, what: str, query: Sequence[tuple[str, str]] = ()) -> list[Any]:
-        return list(api.request("GET", path, action=f"list {what}", query=query).get("items") or [])
+    def items(resource: r.Resource, **query: Any) -> Callable[[], list[Any]]:
+        return lambda: list(kube.list(resource, **query).get("items") or [])
+
+    def get_one(
+        resource: r.Resource, name: str, *, in_namespace: bool = False
+    ) -> dict[str, Any] | health.Unreadable | None:
+        where = namespace if in_namespace else None
+        what = f"{resource.kind.lower()} {f'{where}/' if where else ''}{name}"
+        return get_or_unreadable(
+            lambda: kube.get(resource, name, namespace=where), forbidden=_forbidden(what)
+        )
 
     facts = DoctorFacts(settings=settings, settings_source=source)
-    facts.storage_classes = _read(
-        lambda: items("/apis/storage.k8s.io/v1/storageclasses", what="storageclasses"),
-        what="storageclasses",
+    facts.storage_classes = read_or_unreadable(
+        items(r.STORAGE_CLASS), forbidden=_forbidden("storageclasses")
     )
-
-    def get_one(path: str, what: str) -> dict[str, Any] | health.Unreadable | None:
-        return _get_or_none(lambda: api.request("GET", path, action=f"get {what}"), what=what)
-
-    facts.webhook = get_one(
-        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/"
-        + render.WEBHOOK_CONFIGURATION,
-        f"mutatingwebhookconfiguration {render.WEBHOOK_CONFIGURATION}",
-    )
-    facts.endpoints = get_one(
-        f"/api/v1/namespaces/{namespace}/endpoints/{render.NAME}",
-        f"endpoints {namespace}/{render.NAME}",
-    )
-    facts.secret = get_one(
-        f"/api/v1/namespaces/{namespace}/secrets/{render.TLS_SECRET}",
-        f"secret {namespace}/{render.TLS_SECRET}",
-    )
+    facts.webhook = get_one(r.MUTATING_WEBHOOK_CONFIGURATION, render.WEBHOOK_CONFIGURATION)
+    facts.endpoints = get_one(r.ENDPOINTS, render.NAME, in_namespace=True)
+    facts.secret = get_one(r.SECRET, render.TLS_SECRET, in_namespace=True)
     try:
-        facts.psp_served = fetch_psp_served(api_client)
+        facts.psp_served = fetch_psp_served(kube)
     except KubeForbidden:
         facts.psp_served = False
-    facts.namespaces = _read(
-        lambda: items("/api/v1/namespaces", what="namespaces"), what="namespaces"
-    )
-    profiles = None
-    for version in ("v1", "v1beta1"):
-        if api.served(f"kubeflow.org/{version}"):
-            profiles = _read(
-                lambda v=version: items(f"/apis/kubeflow.org/{v}/profiles", what="profiles"),  # type: ignore[misc]
-                what="profiles",
-            )
-            break
-    facts.profiles = profiles
+    facts.namespaces = read_or_unreadable(items(r.NAMESPACE), forbidden=_forbidden("namespaces"))
+    try:
+        profile_version = kube.discovery().profile_version
+    except KubeForbidden:
+        profile_version = None
+    if profile_version is not None:
+        facts.profiles = read_or_unreadable(
+            items(r.PROFILE.at(profile_version)), forbidden=_forbidden("profiles")
+        )
     mode = podsecurity.decide_mode(settings.pod_security.mode, psp_served=facts.psp_served)
     if mode == "psp":
-        facts.bindings = _read(
-            lambda: items("/apis/rbac.authorization.k8s.io/v1/rolebindings", what="rolebindings"),
-            what="rolebindings",
+        facts.bindings = read_or_unreadable(
+            items(r.ROLE_BINDING), forbidden=_forbidden("rolebindings")
         )
-    facts.pvcs = _read(
-        lambda: items("/api/v1/persistentvolumeclaims", what="persistentvolumeclaims"),
-        what="persistentvolumeclaims",
+    facts.pvcs = read_or_unreadable(
+        items(r.PERSISTENT_VOLUME_CLAIM), forbidden=_forbidden("persistentvolumeclaims")
     )
-    facts.events = _read(
-        lambda: items(
-            "/api/v1/events",
-            what="events",
-            query=[
-                (
-                    "fieldSelector",
-                    "involvedObject.kind=PersistentVolumeClaim,reason=ProvisioningFailed",
-                )
-            ],
-        ),
-        what="events",
+    facts.events = read_or_unreadable(
+        items(r.EVENT, field_selector=PVC_EVENTS_SELECTOR), forbidden=_forbidden("events")
     )
     facts.access = fetch_access(
-        api, build_required_access(settings, cert_manager=facts.cert_manager), namespace=namespace
+        kube, build_required_access(settings, cert_manager=facts.cert_manager), namespace=namespace
     )
     return facts

@@ -12,8 +12,9 @@ Apply is create-or-compare-and-patch, per object, like ``kubectl apply`` prints 
 Server-side apply would also do, but needs field-ownership bookkeeping to be honest about
 ``unchanged``; the merge patch is understood identically by every API server since 1.16.
 
-Objects are addressed through a static table of the kinds deploy/ renders (no discovery
-round trips; an unknown kind is a bug in deploy/ and stops the install before any write).
+Objects are addressed through a static table of the kinds deploy/ renders
+(:data:`RESOURCES`, from :mod:`vsphere_kale.kube.resources`; an unknown kind is a bug in
+deploy/ and stops the install before any write).
 
 Uninstall removes only objects that carry ``app.kubernetes.io/managed-by: vsphere-kale`` *and*
 have one of the names install renders, in reverse apply order; the namespace only when
@@ -26,24 +27,21 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from kubernetes import client
 
 from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
 from vsphere_kale.install import certs, render, rotation
-from vsphere_kale.kube import kube_errors
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube, Resource
+from vsphere_kale.kube import resources as r
 from vsphere_kale.settings import Settings, settings_from_mapping
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "vsphere-kale-install"
-REQUEST_TIMEOUT = (10.0, 30.0)
-"""(connect, read) seconds per request."""
 CREATED_BY_ANNOTATION = "vsphere-kale.io/created-by"
 """On the Namespace: ``install`` when install created it, so uninstall may delete it. A
 namespace that existed before is never labelled, patched or deleted by us."""
@@ -52,44 +50,27 @@ CREATED_BY_INSTALL = "install"
 Outcome = Literal["created", "configured", "unchanged", "deleted", "not found", "kept"]
 
 
-@dataclass(frozen=True)
-class Resource:
-    prefix: str
-    plural: str
-    namespaced: bool
-
-
 RESOURCES: Mapping[tuple[str, str], Resource] = {
-    ("v1", "Namespace"): Resource("/api/v1", "namespaces", False),
-    ("v1", "ServiceAccount"): Resource("/api/v1", "serviceaccounts", True),
-    ("v1", "ConfigMap"): Resource("/api/v1", "configmaps", True),
-    ("v1", "Secret"): Resource("/api/v1", "secrets", True),
-    ("v1", "Service"): Resource("/api/v1", "services", True),
-    ("policy/v1beta1", "PodSecurityPolicy"): Resource(
-        "/apis/policy/v1beta1", "podsecuritypolicies", False
-    ),
-    ("policy/v1", "PodDisruptionBudget"): Resource("/apis/policy/v1", "poddisruptionbudgets", True),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"): Resource(
-        "/apis/rbac.authorization.k8s.io/v1", "clusterroles", False
-    ),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): Resource(
-        "/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False
-    ),
-    ("rbac.authorization.k8s.io/v1", "Role"): Resource(
-        "/apis/rbac.authorization.k8s.io/v1", "roles", True
-    ),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): Resource(
-        "/apis/rbac.authorization.k8s.io/v1", "rolebindings", True
-    ),
-    ("apps/v1", "Deployment"): Resource("/apis/apps/v1", "deployments", True),
-    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): Resource(
-        "/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False
-    ),
-    ("cert-manager.io/v1", "Issuer"): Resource("/apis/cert-manager.io/v1", "issuers", True),
-    ("cert-manager.io/v1", "Certificate"): Resource(
-        "/apis/cert-manager.io/v1", "certificates", True
-    ),
+    (res.api_version, res.kind): res
+    for res in (
+        r.NAMESPACE,
+        r.SERVICE_ACCOUNT,
+        r.CONFIG_MAP,
+        r.SECRET,
+        r.SERVICE,
+        r.POD_SECURITY_POLICY,
+        r.POD_DISRUPTION_BUDGET,
+        r.CLUSTER_ROLE,
+        r.CLUSTER_ROLE_BINDING,
+        r.ROLE,
+        r.ROLE_BINDING,
+        r.DEPLOYMENT,
+        r.MUTATING_WEBHOOK_CONFIGURATION,
+        r.CERT_MANAGER_ISSUER,
+        r.CERT_MANAGER_CERTIFICATE,
+    )
 }
+"""The kinds deploy/ renders."""
 
 
 def resource_for(key: render.ObjectKey) -> Resource:
@@ -101,13 +82,15 @@ def resource_for(key: render.ObjectKey) -> Resource:
     return found
 
 
-def object_path(key: render.ObjectKey, *, with_name: bool = True) -> str:
-    res = resource_for(key)
-    path = res.prefix
-    if res.namespaced:
-        path += f"/namespaces/{key.namespace}"
-    path += f"/{res.plural}"
-    return f"{path}/{key.name}" if with_name else path
+def fetch_object(kube: Kube, key: render.ObjectKey) -> dict[str, Any] | None:
+    """The live object of ``key``, or None."""
+    return kube.get_optional(resource_for(key), key.name, namespace=key.namespace)
+
+
+def fetch_served(kube: Kube, api_version: str) -> bool:
+    """Whether the API serves a group-version (cert-manager.io/v1, policy/v1beta1)."""
+    group, _, version = api_version.rpartition("/")
+    return kube.discovery().served(group, version)
 
 
 # --- comparison (pure) -------------------------------------------------------------------------
@@ -134,63 +117,10 @@ def contains(live: Any, want: Any) -> bool:
     return bool(live == want)
 
 
-# --- the raw client ----------------------------------------------------------------------------
-
-
-class RawApi:
-    """Translated JSON requests (:class:`vsphere_kale.kube.jsonapi.JsonApi`, i.e. the real ApiClient
-    with the kubeconfig's auth and TLS); errors become our tree, naming ``action``."""
-
-    def __init__(self, api_client: client.ApiClient) -> None:
-        self.api_client = api_client
-        self._json = JsonApi(api_client)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        action: str,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str | None = None,
-    ) -> dict[str, Any]:
-        with kube_errors(action):
-            data = self._json.request(
-                method,
-                path,
-                query=dict(query),
-                body=body,
-                content_type=content_type or "application/json",
-                timeout=REQUEST_TIMEOUT,
-            )
-        return data if isinstance(data, dict) else {}
-
-    def get(self, key: render.ObjectKey) -> dict[str, Any] | None:
-        try:
-            return self.request("GET", object_path(key), action=f"get {key.describe()}")
-        except KubeNotFound:
-            return None
-
-    def served(self, api_version: str) -> bool:
-        """Whether the API serves a group-version (cert-manager.io/v1, policy/v1beta1)."""
-        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        try:
-            self.request("GET", path, action=f"get {path}")
-        except KubeNotFound:
-            return False
-        return True
-
-
-def fetch_installed_settings(api: RawApi, namespace: str) -> Settings | None:
+def fetch_installed_settings(kube: Kube, namespace: str) -> Settings | None:
     """The settings file of an existing installation (its ConfigMap), if there is one."""
-    try:
-        cm = api.request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/configmaps/{render.CONFIG_MAP}",
-            action=f"get configmap {namespace}/{render.CONFIG_MAP}",
-        )
-    except KubeNotFound:
+    cm = kube.get_optional(r.CONFIG_MAP, render.CONFIG_MAP, namespace=namespace)
+    if cm is None:
         return None
     text = (cm.get("data") or {}).get(render.CONFIG_KEY)
     if not text:
@@ -256,22 +186,28 @@ class Installer:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        kube: Kube,
         *,
         dry_run: bool = False,
         echo: Callable[[str], None] | None = None,
     ) -> None:
-        self.api = RawApi(api_client)
+        self.kube = kube
         self.dry_run = dry_run
         self._echo = echo or (lambda _line: None)
         self._dry_namespaces: set[str] = set()
         """Namespaces a dry run would create: the server cannot dry-run objects inside them."""
 
-    def _query(self) -> list[tuple[str, str]]:
-        query = [("fieldManager", FIELD_MANAGER)]
-        if self.dry_run:
-            query.append(("dryRun", "All"))
-        return query
+    def get(self, key: render.ObjectKey) -> dict[str, Any] | None:
+        return fetch_object(self.kube, key)
+
+    def _create(self, key: render.ObjectKey, body: Mapping[str, Any]) -> None:
+        self.kube.create(
+            resource_for(key),
+            body,
+            namespace=key.namespace,
+            dry_run=self.dry_run,
+            field_manager=FIELD_MANAGER,
+        )
 
     def report(self, change: Change) -> Change:
         self._echo(change.line(dry_run=self.dry_run))
@@ -280,38 +216,32 @@ class Installer:
     def apply(self, obj: Mapping[str, Any]) -> Change:
         key = render.ObjectKey.of(obj)
         want = _strip(obj)
-        live = self.api.get(key)
+        live = self.get(key)
         if key.kind == "Namespace":
             return self._apply_namespace(key, want, live)
         if key.namespace in self._dry_namespaces:
             return self.report(Change(key, "created", "in the namespace the dry run creates"))
         if live is None:
             try:
-                self.api.request(
-                    "POST",
-                    object_path(key, with_name=False),
-                    action=f"create {key.describe()}",
-                    body=want,
-                    query=self._query(),
-                )
+                self._create(key, want)
                 return self.report(Change(key, "created"))
             except KubeError as exc:
                 if exc.status != 409:
                     raise
-                live = self.api.get(key)  # created meanwhile: compare with that
+                live = self.get(key)  # created meanwhile: compare with that
         if live is not None and contains(live, want):
             return self.report(Change(key, "unchanged"))
         return self._merge_patch(key, want)
 
     def _merge_patch(self, key: render.ObjectKey, want: dict[str, Any]) -> Change:
         """Bring a live object to ``want``: a merge patch sets our fields, leaves the rest."""
-        self.api.request(
-            "PATCH",
-            object_path(key),
-            action=f"patch {key.describe()}",
-            body=want,
-            query=self._query(),
-            content_type="application/merge-patch+json",
+        self.kube.patch(
+            resource_for(key),
+            key.name,
+            want,
+            namespace=key.namespace,
+            dry_run=self.dry_run,
+            field_manager=FIELD_MANAGER,
         )
         return self.report(Change(key, "configured"))
 
@@ -323,13 +253,7 @@ class Installer:
             body["metadata"].setdefault("annotations", {})[CREATED_BY_ANNOTATION] = (
                 CREATED_BY_INSTALL
             )
-            self.api.request(
-                "POST",
-                object_path(key, with_name=False),
-                action=f"create {key.describe()}",
-                body=body,
-                query=self._query(),
-            )
+            self._create(key, body)
             if self.dry_run:
                 self._dry_namespaces.add(key.name)
             return self.report(Change(key, "created"))
@@ -346,14 +270,9 @@ class Installer:
 
     def fetch_tls(self, namespace: str) -> tuple[dict[str, bytes] | None, dict[str, str], bytes]:
         """(Secret data decoded or None, its annotations, the live caBundle PEM or b"")."""
-        secret = self.api.get(render.ObjectKey("v1", "Secret", render.TLS_SECRET, namespace))
-        hooks = self.api.get(
-            render.ObjectKey(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-                render.WEBHOOK_CONFIGURATION,
-                None,
-            )
+        secret = self.kube.get_optional(r.SECRET, render.TLS_SECRET, namespace=namespace)
+        hooks = self.kube.get_optional(
+            r.MUTATING_WEBHOOK_CONFIGURATION, render.WEBHOOK_CONFIGURATION
         )
         data = None
         annotations: dict[str, str] = {}
@@ -439,7 +358,7 @@ def prepare_manifests(
 
 
 def install(
-    api_client: client.ApiClient,
+    kube: Kube,
     options: InstallOptions,
     *,
     rendered: Sequence[dict[str, Any]],
@@ -448,15 +367,15 @@ def install(
 ) -> InstallResult:
     """Apply everything; print one line per object through ``echo``."""
     moment = now or dt.datetime.now(dt.timezone.utc)
-    installer = Installer(api_client, dry_run=options.dry_run, echo=echo)
+    installer = Installer(kube, dry_run=options.dry_run, echo=echo)
     result = InstallResult()
     ns = options.settings.namespace
-    if options.cert_manager and not installer.api.served("cert-manager.io/v1"):
+    if options.cert_manager and not fetch_served(kube, "cert-manager.io/v1"):
         raise VsphereKaleError(
             "the cert-manager overlay needs cert-manager (cert-manager.io/v1 is not served): "
             "install cert-manager first, or drop --overlay cert-manager"
         )
-    if "psp" in options.components and not installer.api.served("policy/v1beta1"):
+    if "psp" in options.components and not fetch_served(kube, "policy/v1beta1"):
         raise VsphereKaleError(
             "the psp overlay needs PodSecurityPolicy (policy/v1beta1), removed in Kubernetes "
             "1.25: drop --overlay psp on this cluster"
@@ -487,7 +406,7 @@ def _keep_injected_bundle(installer: Installer, objects: Sequence[dict[str, Any]
     hooks = render.find(objects, "MutatingWebhookConfiguration", render.WEBHOOK_CONFIGURATION)
     if hooks is None:
         return
-    live = installer.api.get(render.ObjectKey.of(hooks))
+    live = installer.get(render.ObjectKey.of(hooks))
     bundle = rotation.bundle_of(live)
     if bundle:
         render.set_ca_bundle(objects, bundle)
@@ -556,7 +475,7 @@ def decide_endpoints(endpoints: Mapping[str, Any] | None) -> str | None:
 
 
 def wait_ready(
-    api_client: client.ApiClient,
+    kube: Kube,
     namespace: str,
     *,
     timeout: float,
@@ -564,21 +483,12 @@ def wait_ready(
     echo: Callable[[str], None] | None = None,
 ) -> None:
     """Until the Deployment is available and the Service has ready endpoints, or raise."""
-    api = RawApi(api_client)
     deadline = time.monotonic() + timeout
-    deployment_key = render.ObjectKey("apps/v1", "Deployment", render.NAME, namespace)
     last = ""
     while True:
-        why = decide_rollout(api.get(deployment_key))
+        why = decide_rollout(kube.get_optional(r.DEPLOYMENT, render.NAME, namespace=namespace))
         if why is None:
-            try:
-                endpoints = api.request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/endpoints/{render.NAME}",
-                    action=f"get endpoints {namespace}/{render.NAME}",
-                )
-            except KubeNotFound:
-                endpoints = None
+            endpoints = kube.get_optional(r.ENDPOINTS, render.NAME, namespace=namespace)
             why = decide_endpoints(endpoints)
         if why is None:
             return
@@ -602,7 +512,7 @@ def _managed(obj: Mapping[str, Any] | None) -> bool:
 
 
 def uninstall(
-    api_client: client.ApiClient,
+    kube: Kube,
     *,
     settings: Settings,
     rendered: Sequence[dict[str, Any]],
@@ -615,8 +525,7 @@ def uninstall(
     ``rendered`` should be the base with every component, so every name install could have
     created is known. ``purge`` also deletes the reconciler's per-namespace RoleBindings.
     """
-    installer = Installer(api_client, dry_run=dry_run, echo=echo)
-    api = installer.api
+    installer = Installer(kube, dry_run=dry_run, echo=echo)
     ns = settings.namespace
     objects = render.build_manifests(rendered, settings=settings)
     objects.append(render.build_tls_secret(ns, {}))
@@ -635,10 +544,10 @@ def uninstall(
             namespace_obj = obj
             continue
         if key.api_version not in served:
-            served[key.api_version] = api.served(key.api_version)
+            served[key.api_version] = fetch_served(kube, key.api_version)
         if not served[key.api_version]:
             continue
-        live = api.get(key)
+        live = installer.get(key)
         if live is None:
             continue
         if not _managed(live):
@@ -649,7 +558,7 @@ def uninstall(
         changes += _purge_bindings(installer, settings)
     if namespace_obj is not None:
         key = render.ObjectKey.of(namespace_obj)
-        live = api.get(key)
+        live = installer.get(key)
         if live is not None:
             annotations = (live.get("metadata") or {}).get("annotations") or {}
             if annotations.get(CREATED_BY_ANNOTATION) == CREATED_BY_INSTALL:
@@ -660,10 +569,9 @@ def uninstall(
 
 
 def _delete(installer: Installer, key: render.ObjectKey) -> Change:
-    query = [("dryRun", "All")] if installer.dry_run else []
     try:
-        installer.api.request(
-            "DELETE", object_path(key), action=f"delete {key.describe()}", query=query
+        installer.kube.delete(
+            resource_for(key), key.name, namespace=key.namespace, dry_run=installer.dry_run
         )
     except KubeNotFound:
         return installer.report(Change(key, "not found"))
@@ -672,11 +580,8 @@ def _delete(installer: Installer, key: render.ObjectKey) -> Change:
 
 def _purge_bindings(installer: Installer, settings: Settings) -> list[Change]:
     name = settings.pod_security.role_binding_name
-    listing = installer.api.request(
-        "GET",
-        "/apis/rbac.authorization.k8s.io/v1/rolebindings",
-        action="list rolebindings",
-        query=[("labelSelector", f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}")],
+    listing = installer.kube.list(
+        r.ROLE_BINDING, label_selector=f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}"
     )
     changes = []
     for item in listing.get("items") or []:
@@ -688,23 +593,3 @@ def _purge_bindings(installer: Installer, settings: Settings) -> list[Change]:
         )
         changes.append(_delete(installer, key))
     return changes
-
-
-def list_managed(api_client: client.ApiClient, kinds: Iterable[tuple[str, str]]) -> list[str]:
-    """``kind/namespace/name`` of every object with our managed-by label (for checks/tests)."""
-    api = RawApi(api_client)
-    found = []
-    for api_version, kind in kinds:
-        res = RESOURCES[(api_version, kind)]
-        if not api.served(api_version):
-            continue
-        listing = api.request(
-            "GET",
-            f"{res.prefix}/{res.plural}",
-            action=f"list {res.plural}",
-            query=[("labelSelector", f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}")],
-        )
-        for item in listing.get("items") or []:
-            md = item.get("metadata") or {}
-            found.append(f"{kind}/{md.get('namespace') or ''}/{md.get('name')}")
-    return sorted(found)

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,6 +46,9 @@ from cryptography.hazmat.primitives import serialization
 
 from vsphere_kale.errors import CertificateError
 from vsphere_kale.install import certs
+
+if TYPE_CHECKING:  # the pure plan above needs no client; the rotator receives one
+    from vsphere_kale.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +405,7 @@ class CertificateRotator:
 
     def __init__(
         self,
-        api_client: Any,
+        kube: Kube,
         *,
         namespace: str,
         is_leader: Callable[[], bool] | None = None,
@@ -419,10 +421,7 @@ class CertificateRotator:
         serving_days: int = SERVING_DAYS,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
-        from kubernetes import client  # I/O edge: the pure part above needs no client
-
-        self._core = client.CoreV1Api(api_client)
-        self._admission = client.AdmissionregistrationV1Api(api_client)
+        self._kube = kube
         self.namespace = namespace
         self.secret_name = secret_name
         self.webhook_configuration = webhook_configuration
@@ -444,17 +443,11 @@ class CertificateRotator:
     # -- reads --
 
     def _read(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        from vsphere_kale.kube import kube_errors
+        from vsphere_kale.kube import resources as r
 
-        with kube_errors(f"get secret {self.namespace}/{self.secret_name}"):
-            secret = self._core.read_namespaced_secret(
-                self.secret_name, self.namespace, _preload_content=False
-            )
-        with kube_errors(f"get mutatingwebhookconfiguration {self.webhook_configuration}"):
-            hooks = self._admission.read_mutating_webhook_configuration(
-                self.webhook_configuration, _preload_content=False
-            )
-        return json.loads(secret.data), json.loads(hooks.data)
+        secret = self._kube.get(r.SECRET, self.secret_name, namespace=self.namespace)
+        hooks = self._kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, self.webhook_configuration)
+        return secret, hooks
 
     def plan(self) -> tuple[RotationPlan, dict[str, Any], dict[str, Any]]:
         secret, hooks = self._read()
@@ -474,7 +467,7 @@ class CertificateRotator:
     def _put_secret(
         self, secret: dict[str, Any], data: Mapping[str, bytes], annotations: Mapping[str, str]
     ) -> None:
-        from vsphere_kale.kube import kube_errors
+        from vsphere_kale.kube import resources as r
 
         body = {
             "apiVersion": "v1",
@@ -491,13 +484,10 @@ class CertificateRotator:
             "data": _encode_data(data),
         }
         # resourceVersion stays in the body: a concurrent writer makes this a 409.
-        with kube_errors(f"update secret {self.namespace}/{self.secret_name}"):
-            self._core.replace_namespaced_secret(
-                self.secret_name, self.namespace, body, _preload_content=False
-            )
+        self._kube.update(r.SECRET, body, namespace=self.namespace)
 
     def _patch_bundle(self, hooks: dict[str, Any], bundle: bytes) -> None:
-        from vsphere_kale.kube import kube_errors
+        from vsphere_kale.kube import resources as r
 
         encoded = base64.b64encode(bundle).decode("ascii")
         version = (hooks.get("metadata") or {}).get("resourceVersion", "")
@@ -508,10 +498,9 @@ class CertificateRotator:
             ops.append(
                 {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": encoded}
             )
-        with kube_errors(f"patch mutatingwebhookconfiguration {self.webhook_configuration}"):
-            self._admission.patch_mutating_webhook_configuration(
-                self.webhook_configuration, ops, _preload_content=False
-            )
+        self._kube.patch(
+            r.MUTATING_WEBHOOK_CONFIGURATION, self.webhook_configuration, ops, patch_type="json"
+        )
 
     def apply(self, plan: RotationPlan, secret: dict[str, Any], hooks: dict[str, Any]) -> None:
         """Perform one step (see the module docstring for the order)."""

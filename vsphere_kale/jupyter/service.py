@@ -13,12 +13,10 @@ import logging
 import threading
 from typing import Any
 
-from kubernetes import client
-
 from vsphere_kale.errors import ConfigError, KubeError, KubeForbidden
 from vsphere_kale.health.status import collect_status, resolve_mode
 from vsphere_kale.jupyter.admin_client import AdminApiClient, AdminApiUnavailable
-from vsphere_kale.kube import build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +25,7 @@ log = logging.getLogger(__name__)
 class LocalStatus:
     """Read-only status computed with the ``kubernetes`` client under the notebook's identity.
 
-    The ApiClient is built on first use, not at server start: a Jupyter server must start
+    The client is built on first use, not at server start: a Jupyter server must start
     even where no kubeconfig exists (then only the admin API path works).
     """
 
@@ -35,28 +33,28 @@ class LocalStatus:
         self._kubeconfig = kubeconfig
         self._settings = settings
         self._lock = threading.Lock()
-        self._api_client: client.ApiClient | None = None
+        self._kube: Kube | None = None
         self._mode: str | None = None
 
-    def _resolved(self) -> tuple[client.ApiClient, str]:
+    def _resolved(self) -> tuple[Kube, str]:
         with self._lock:
-            if self._api_client is None:
-                self._api_client = build_api_client(self._kubeconfig)
+            if self._kube is None:
+                self._kube = Kube.from_kubeconfig(self._kubeconfig)
             if self._mode is None:
                 try:
-                    self._mode = resolve_mode(self._api_client, settings=self._settings, mode=None)
+                    self._mode = resolve_mode(self._kube, settings=self._settings, mode=None)
                 except KubeForbidden as exc:
                     # A notebook may not be allowed to read discovery for policy/v1beta1;
                     # PSA is the answer on anything current (Kubernetes >= 1.25).
                     log.info("cannot tell whether PSP is served (%s); assuming psa", exc)
                     self._mode = "psa"
-            return self._api_client, self._mode
+            return self._kube, self._mode
 
     def collect(self, namespace: str) -> dict[str, Any]:
         """Blocking: run it in an executor."""
-        api_client, mode = self._resolved()
+        kube, mode = self._resolved()
         return collect_status(
-            api_client,
+            kube,
             namespace,
             settings=self._settings,
             mode=mode,
@@ -66,9 +64,9 @@ class LocalStatus:
 
     def close(self) -> None:
         with self._lock:
-            if self._api_client is not None:
-                self._api_client.close()
-                self._api_client = None
+            if self._kube is not None:
+                self._kube.close()
+                self._kube = None
 
 
 class HealthService:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.kubeflow import start_profile_controller
 from vsphere_kale.playground.storage import start_provisioners
 
@@ -38,7 +38,7 @@ class PlaygroundControllers:
 
 
 def start_controllers(
-    api: JsonApi, *, kubeflow: bool = True, storage: bool = True
+    api: Kube, *, kubeflow: bool = True, storage: bool = True
 ) -> PlaygroundControllers:
     """Start the profile controller and/or the provisioners on ``api``; all or none."""
     started: list[_Controller] = []

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vsphere_kale.errors import KubeConflict, KubeError
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.objects import ApiObjects, WatchLoop
 from vsphere_kale.sandbox.types import JSONObject, ObjectWriter, ResourceRef
 
@@ -380,6 +380,6 @@ class ProfileController:
         return self._worker.is_alive() or self._watch.alive
 
 
-def start_profile_controller(api: JsonApi, *, step_delay: float = 0.05) -> ProfileController:
+def start_profile_controller(api: Kube, *, step_delay: float = 0.05) -> ProfileController:
     """The profile controller on ``api``, watching (its initial list handled) on return."""
     return ProfileController(ApiObjects(api), step_delay=step_delay).start()

@@ -1,7 +1,7 @@
 """The playground's controllers and seed reach the API through this one small client.
 
-:class:`ApiObjects` speaks plain JSON through :class:`vsphere_kale.kube.jsonapi.JsonApi` (the
-official client's ``ApiClient``: auth, TLS, pool) and raises our error tree, so the same
+:class:`ApiObjects` speaks plain JSON through :class:`vsphere_kale.kube.Kube` (the one client
+adapter: auth, TLS, pool) and raises our error tree, so the same
 Kubeflow and storage emulation runs against the embedded sandbox and a real kube-apiserver.
 It has the read/write methods of the sandbox's in-process ``ObjectEditor`` too, so the seed can
 be written either way (see :mod:`vsphere_kale.playground.seed`).
@@ -20,12 +20,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
-
 from vsphere_kale.errors import KubeError, KubeNotFound
-from vsphere_kale.kube import call
-from vsphere_kale.kube.jsonapi import MERGE_PATCH, JsonApi, path
+from vsphere_kale.kube import Kube, Resource, kube_errors, path
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
+
+MERGE_PATCH = "application/merge-patch+json"
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +66,15 @@ def _what(ref: ResourceRef, namespace: str | None, name: str) -> str:
 class ApiObjects:
     """get/list/create/update/patch/delete of JSON objects by :class:`ResourceRef`."""
 
-    def __init__(self, api: JsonApi) -> None:
-        self.api = api
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     def get_object(self, ref: ResourceRef, namespace: str | None, name: str) -> JSONObject | None:
         try:
-            found: JSONObject = call(
-                f"get {_what(ref, namespace, name)}",
-                lambda: self.api.get(resource_path(ref, namespace, name)),
+            found: JSONObject = self.kube.request(
+                "GET",
+                resource_path(ref, namespace, name),
+                action=f"get {_what(ref, namespace, name)}",
             )
         except KubeNotFound:
             return None
@@ -86,39 +86,41 @@ class ApiObjects:
     def list_with_version(
         self, ref: ResourceRef, namespace: str | None = None, **query: Any
     ) -> tuple[list[JSONObject], str]:
-        answer = call(
-            f"list {ref.plural}", lambda: self.api.get(resource_path(ref, namespace), **query)
+        answer = self.kube.request(
+            "GET", resource_path(ref, namespace), action=f"list {ref.plural}", query=query
         )
         items = [dict(i) for i in answer.get("items") or []]
         return items, str((answer.get("metadata") or {}).get("resourceVersion") or "")
 
     def create_object(self, ref: ResourceRef, namespace: str | None, obj: JSONObject) -> JSONObject:
         name = str((obj.get("metadata") or {}).get("name") or "")
-        created: JSONObject = call(
-            f"create {_what(ref, namespace, name)}",
-            lambda: self.api.request("POST", resource_path(ref, namespace), body=obj),
+        created: JSONObject = self.kube.request(
+            "POST",
+            resource_path(ref, namespace),
+            action=f"create {_what(ref, namespace, name)}",
+            body=obj,
         )
         return created
 
     def update_object(self, ref: ResourceRef, namespace: str | None, obj: JSONObject) -> JSONObject:
         name = str((obj.get("metadata") or {}).get("name") or "")
-        updated: JSONObject = call(
-            f"update {_what(ref, namespace, name)}",
-            lambda: self.api.request("PUT", resource_path(ref, namespace, name), body=obj),
+        updated: JSONObject = self.kube.request(
+            "PUT",
+            resource_path(ref, namespace, name),
+            action=f"update {_what(ref, namespace, name)}",
+            body=obj,
         )
         return updated
 
     def patch_object(
         self, ref: ResourceRef, namespace: str | None, name: str, patch: JSONObject
     ) -> JSONObject:
-        patched: JSONObject = call(
-            f"patch {_what(ref, namespace, name)}",
-            lambda: self.api.request(
-                "PATCH",
-                resource_path(ref, namespace, name),
-                body=patch,
-                content_type=MERGE_PATCH,
-            ),
+        patched: JSONObject = self.kube.request(
+            "PATCH",
+            resource_path(ref, namespace, name),
+            action=f"patch {_what(ref, namespace, name)}",
+            body=patch,
+            content_type=MERGE_PATCH,
         )
         return patched
 
@@ -133,14 +135,12 @@ class ApiObjects:
         """
         body = {"status": status}
         try:
-            patched: JSONObject = call(
-                f"patch status of {_what(ref, namespace, name)}",
-                lambda: self.api.request(
-                    "PATCH",
-                    resource_path(ref, namespace, name) + "/status",
-                    body=body,
-                    content_type=MERGE_PATCH,
-                ),
+            patched: JSONObject = self.kube.request(
+                "PATCH",
+                resource_path(ref, namespace, name) + "/status",
+                action=f"patch status of {_what(ref, namespace, name)}",
+                body=body,
+                content_type=MERGE_PATCH,
             )
             return patched
         except KubeNotFound:
@@ -150,20 +150,18 @@ class ApiObjects:
 
     def delete_object(self, ref: ResourceRef, namespace: str | None, name: str) -> None:
         with contextlib.suppress(KubeNotFound):  # gone already: what we wanted
-            call(
-                f"delete {_what(ref, namespace, name)}",
-                lambda: self.api.request(
-                    "DELETE",
-                    resource_path(ref, namespace, name),
-                    body={"propagationPolicy": "Background"},
-                ),
+            self.kube.request(
+                "DELETE",
+                resource_path(ref, namespace, name),
+                action=f"delete {_what(ref, namespace, name)}",
+                body={"propagationPolicy": "Background"},
             )
 
     def serves(self, group: str, version: str, plural: str) -> bool:
         """Whether the server serves ``group/version`` ``plural`` (discovery)."""
         try:
-            answer = call(
-                f"discover {group}/{version}", lambda: self.api.get(path("apis", group, version))
+            answer = self.kube.get_json(
+                path("apis", group, version), action=f"discover {group}/{version}"
             )
         except KubeNotFound:
             return False
@@ -257,18 +255,20 @@ class WatchLoop:
                 backoff = min(backoff * 2, 2.0)
 
     def _stream(self) -> Iterator[tuple[str, JSONObject]]:
-        list_fn = self._objects.api.list_function(resource_path(self._ref))
-        response = call(
-            f"watch {self._ref.plural}",
-            lambda: list_fn(
+        ref = self._ref
+        # namespaced=True with no namespace: the all-namespaces path for namespaced types,
+        # and the same collection path as a cluster-scoped one would have.
+        resource = Resource(ref.group, VERSIONS[ref], ref.plural, True, ref.plural)
+        list_fn = self._objects.kube.list_function(resource)
+        with kube_errors(f"watch {ref.plural}"):
+            response = list_fn(
                 watch=True,
                 resource_version=self._version,
                 timeout_seconds=self._watch_timeout,
                 allow_watch_bookmarks=True,
                 _preload_content=False,
                 _request_timeout=(10.0, self._watch_timeout + 10.0),
-            ),
-        )
+            )
         self._response = response
         try:
             for line in _lines(response):
@@ -283,7 +283,8 @@ class WatchLoop:
                 if version:
                     self._version = str(version)
                 yield event_type, obj
-        except (OSError, ValueError, Urllib3HTTPError) as exc:
+        except Exception as exc:  # any transport failure mid-stream (urllib3's own errors
+            # stay inside vsphere_kale.kube): the loop watches again from the last version
             raise KubeError(f"watch {self._ref.plural}: stream ended ({exc})") from exc
         finally:
             self._response = None

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vsphere_kale.errors import KubeConflict
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.crd import apply_profile_crd
 from vsphere_kale.playground.kubeflow import build_profile, reconcile_profile
 from vsphere_kale.playground.objects import VERSIONS, ApiObjects
@@ -495,7 +495,7 @@ def apply_seed(writer: ObjectWriter, name: str, *, flavor: str) -> None:
     log.info("seeded %s (%s flavor)", name, flavor)
 
 
-def apply_seed_through_api(api: JsonApi, name: str, *, flavor: str) -> None:
+def apply_seed_through_api(api: Kube, name: str, *, flavor: str) -> None:
     """:func:`apply_seed` over the API, on either control plane (Profile CRD first)."""
     objects = ApiObjects(api)
     if name != "empty":

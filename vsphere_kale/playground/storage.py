@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from vsphere_kale.errors import KubeConflict, KubeError, KubeNotFound
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
 from vsphere_kale.playground.objects import ApiObjects, WatchLoop
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
 
@@ -504,6 +504,6 @@ def record_event(
     return objects.create_object(EVENTS, namespace, new)
 
 
-def start_provisioners(api: JsonApi) -> StorageProvisioners:
+def start_provisioners(api: Kube) -> StorageProvisioners:
     """The storage provisioners on ``api``, watching (their initial lists handled) on return."""
     return StorageProvisioners(ApiObjects(api)).start()

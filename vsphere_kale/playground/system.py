@@ -44,12 +44,11 @@ from typing import Any, Protocol, TypeVar
 
 import click
 import yaml
-from kubernetes import client
 
 from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
-from vsphere_kale.kube import call, kube_errors
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Kube
+from vsphere_kale.kube import resources as r
 from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
 from vsphere_kale.playground.realplane import PSP_ON_REAL, RealPlane
 from vsphere_kale.playground.seed import apply_seed_through_api
@@ -97,36 +96,19 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _creators(api: client.ApiClient) -> dict[str, Callable[[str | None, dict[str, Any]], Any]]:
-    core = client.CoreV1Api(api)
-    rbac = client.RbacAuthorizationV1Api(api)
-    admission = client.AdmissionregistrationV1Api(api)
-    return {
-        "Namespace": lambda ns, doc: core.create_namespace(doc),
-        "ServiceAccount": lambda ns, doc: core.create_namespaced_service_account(ns, doc),
-        "Service": lambda ns, doc: core.create_namespaced_service(ns, doc),
-        "ClusterRole": lambda ns, doc: rbac.create_cluster_role(doc),
-        "ClusterRoleBinding": lambda ns, doc: rbac.create_cluster_role_binding(doc),
-        "Role": lambda ns, doc: rbac.create_namespaced_role(ns, doc),
-        "RoleBinding": lambda ns, doc: rbac.create_namespaced_role_binding(ns, doc),
-        "MutatingWebhookConfiguration": lambda ns, doc: (
-            admission.create_mutating_webhook_configuration(doc)
-        ),
-    }
-
-
-def apply_documents(api: client.ApiClient, documents: list[dict[str, Any]]) -> None:
+def apply_documents(kube: Kube, documents: list[dict[str, Any]]) -> None:
     """Create each document; one that exists already (409) is left as it is."""
-    creators = _creators(api)
     for doc in documents:
         kind = doc["kind"]
         name = doc["metadata"]["name"]
-        namespace = doc["metadata"].get("namespace")
-        if kind not in creators:
-            raise ConfigError("deploy/base", f"the sandbox cannot create a {kind} ({name})")
         try:
-            with kube_errors(f"create {kind.lower()} {name}"):
-                creators[kind](namespace, doc)
+            resource = r.resource_for(doc.get("apiVersion", ""), kind)
+        except KeyError:
+            raise ConfigError(
+                "deploy/base", f"the sandbox cannot create a {kind} ({name})"
+            ) from None
+        try:
+            kube.create(resource, doc)
         except KubeConflict:
             log.debug("%s %s exists already", kind, name)
 
@@ -267,8 +249,8 @@ class LocalSystem:
             self.real = RealPlane(flavor=self.flavor, kubeconfig_path=self.kubeconfig_path)
             if self.user not in self.real.tokens:
                 raise ConfigError("--user", f"{self.user!r} is not a seeded user")
-            admin = self.real.api_client()
-            apply_seed_through_api(JsonApi(admin), "kubeflow-demo", flavor=self.flavor)
+            admin_client = self.real.api_client()
+            apply_seed_through_api(Kube(admin_client), "kubeflow-demo", flavor=self.flavor)
         else:
             service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:443"
             setup = build_sandbox(
@@ -284,11 +266,12 @@ class LocalSystem:
             self.running = RunningSandbox(
                 setup.sandbox, setup.tokens, tls=True, kubeconfig_path=self.kubeconfig_path
             )
-            admin = self.running.api_client()
+            admin_client = self.running.api_client()
         plane = self.plane
         # Kubeflow's profile controller and the two storage provisioners: API clients, the
         # same code on either control plane.
-        self._controllers = start_controllers(JsonApi(admin))
+        self._controllers = start_controllers(Kube(admin_client))
+        admin = Kube(admin_client)
 
         # The install: objects of deploy/base, then the CA and the webhook that trusts it.
         for name in INSTALL_FILES:
@@ -304,12 +287,16 @@ class LocalSystem:
         apply_documents(admin, [webhook])
 
         # serve runs as its ServiceAccount, so the shipped RBAC is what it gets.
-        token = call(
-            "create serviceaccount token vsphere-kale/vsphere-kale",
-            lambda: client.CoreV1Api(admin).create_namespaced_service_account_token(
-                SERVICE_NAME, SERVICE_NAMESPACE, {"spec": {"expirationSeconds": 86400}}
-            ),
-        ).status.token
+        token = admin.create(
+            r.TOKEN_REQUEST,
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 86400},
+            },
+            namespace=SERVICE_NAMESPACE,
+            name=SERVICE_NAME,
+        )["status"]["token"]
         serve_kubeconfig = plane.write_kubeconfig(
             self.workdir / "serve.kubeconfig", token=token, user="vsphere-kale"
         )

@@ -6,7 +6,7 @@ and handle 409 rather than check-then-create, merge patches that touch only our 
 then create for an edited roleRef (immutable in RBAC). The informer-driven
 :class:`vsphere_kale.reconcile.reconciler.Reconciler` and the one-shot ``vsphere-kale reconcile``
 share it.
-Results (:class:`NamespaceResult`), metrics and API discovery live here too, since both use them.
+Results (:class:`NamespaceResult`) and metrics live here too, since both use them.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from vsphere_kale.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
-from vsphere_kale.kube import kube_errors
-from vsphere_kale.kube.jsonapi import MERGE_PATCH, JsonApi, path
+from vsphere_kale.kube import Discovery, Kube
+from vsphere_kale.kube import resources as r
+from vsphere_kale.kube.informers import LIST_TIMEOUT
 from vsphere_kale.policy.podsecurity import (
     MANAGED_SELECTOR,
     Action,
@@ -52,10 +51,6 @@ from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROFILE_GROUP = "kubeflow.org"
-WATCH_TIMEOUT_SECONDS = 300
-"""Server-side watch timeout: a silently dead connection is noticed within this long."""
-LIST_TIMEOUT = (10.0, 120.0)
 SETTLE_SECONDS = 3.0
 """How long a namespace waits for the caches to show our own write before acting anyway."""
 
@@ -178,36 +173,6 @@ class ReconcilerMetrics:
         return total
 
 
-# --- discovery -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Discovery:
-    psp_served: bool
-    profile_version: str | None
-    """``v1``, ``v1beta1``, or None when Kubeflow's Profile CRD is not installed."""
-
-
-def fetch_json(api_client: client.ApiClient, resource_path: str) -> dict[str, Any]:
-    """GET a discovery path as JSON (the generated APIs have no call for /apis/<g>/<v>)."""
-    with kube_errors(f"get {resource_path}"):
-        data = JsonApi(api_client).get(resource_path)
-    return data if isinstance(data, dict) else {}
-
-
-def fetch_discovery(api_client: client.ApiClient) -> Discovery:
-    """Which Profile version is served, and whether policy/v1beta1 serves PSPs."""
-    groups = fetch_json(api_client, "/apis").get("groups") or []
-    versions = {g.get("name"): [v.get("version") for v in g.get("versions") or []] for g in groups}
-    kubeflow = versions.get(PROFILE_GROUP, [])
-    profile_version = "v1" if "v1" in kubeflow else ("v1beta1" if "v1beta1" in kubeflow else None)
-    psp_served = False
-    if "v1beta1" in versions.get("policy", []):
-        resources = fetch_json(api_client, "/apis/policy/v1beta1").get("resources") or []
-        psp_served = any(r.get("name") == "podsecuritypolicies" for r in resources)
-    return Discovery(psp_served=psp_served, profile_version=profile_version)
-
-
 # --- where facts come from -------------------------------------------------------------------
 
 
@@ -222,45 +187,26 @@ class FactSource(Protocol):
         ...
 
 
-def profiles_path(version: str, *name: str) -> str:
-    return path("apis", PROFILE_GROUP, version, "profiles", *name)
-
-
-NAMESPACES_PATH = path("api", "v1", "namespaces")
-ALL_ROLEBINDINGS_PATH = path("apis", "rbac.authorization.k8s.io", "v1", "rolebindings")
-
-
-def _rolebindings_path(namespace: str, *name: str) -> str:
-    return path(
-        "apis", "rbac.authorization.k8s.io", "v1", "namespaces", namespace, "rolebindings", *name
-    )
+def profiles(discovery: Discovery) -> r.Resource | None:
+    """The served Profile resource (``v1``, else ``v1beta1``), or None without Kubeflow."""
+    version = discovery.profile_version
+    return None if version is None else r.PROFILE.at(version)
 
 
 class LiveSource:
     """Reads with one GET per question: for ``reconcile --namespace`` and after a 409."""
 
-    def __init__(self, api_client: client.ApiClient, discovery: Discovery) -> None:
-        self._api = JsonApi(api_client)
-        self._discovery = discovery
+    def __init__(self, kube: Kube, discovery: Discovery) -> None:
+        self._kube = kube
+        self._profiles = profiles(discovery)
 
     def has_profile(self, name: str) -> bool:
-        version = self._discovery.profile_version
-        if version is None:
+        if self._profiles is None:
             return False
-        try:
-            with kube_errors(f"get profile {name}"):
-                self._api.get(profiles_path(version, name))
-        except KubeNotFound:
-            return False
-        return True
+        return self._kube.get_optional(self._profiles, name) is not None
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
-        try:
-            with kube_errors(f"get namespace {name}"):
-                obj: dict[str, Any] = self._api.get(path("api", "v1", "namespaces", name))
-                return obj
-        except KubeNotFound:
-            return None
+        return self._kube.get_optional(r.NAMESPACE, name)
 
     def managed_bindings(self, namespace: str) -> list[Mapping[str, Any]] | None:
         return None
@@ -269,27 +215,19 @@ class LiveSource:
 class SnapshotSource:
     """One list per resource type, for ``reconcile --all`` and a follower's reconcile_all."""
 
-    def __init__(self, api_client: client.ApiClient, discovery: Discovery, *, psp: bool) -> None:
-        api = JsonApi(api_client)
-        with kube_errors("list namespaces"):
-            items = api.request("GET", NAMESPACES_PATH, timeout=LIST_TIMEOUT)
+    def __init__(self, kube: Kube, discovery: Discovery, *, psp: bool) -> None:
+        items = kube.list(r.NAMESPACE, timeout=LIST_TIMEOUT)
         self.namespaces = {i["metadata"]["name"]: i for i in items.get("items") or []}
         self.profiles: set[str] = set()
-        if discovery.profile_version is not None:
-            with kube_errors("list profiles"):
-                profiles = api.request(
-                    "GET", profiles_path(discovery.profile_version), timeout=LIST_TIMEOUT
-                )
-            self.profiles = {p["metadata"]["name"] for p in profiles.get("items") or []}
+        served = profiles(discovery)
+        if served is not None:
+            listed = kube.list(served, timeout=LIST_TIMEOUT)
+            self.profiles = {p["metadata"]["name"] for p in listed.get("items") or []}
         self._bindings: dict[str, list[Mapping[str, Any]]] = {}
         if psp:
-            with kube_errors("list managed rolebindings"):
-                bindings = api.request(
-                    "GET",
-                    ALL_ROLEBINDINGS_PATH,
-                    query={"labelSelector": MANAGED_SELECTOR},
-                    timeout=LIST_TIMEOUT,
-                )
+            bindings = kube.list(
+                r.ROLE_BINDING, label_selector=MANAGED_SELECTOR, timeout=LIST_TIMEOUT
+            )
             for b in bindings.get("items") or []:
                 self._bindings.setdefault(b["metadata"]["namespace"], []).append(b)
 
@@ -322,18 +260,6 @@ class Attempt:
     written: tuple[Written, ...] = ()
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    cause = exc.__cause__ if not isinstance(exc, ApiException) else exc
-    if isinstance(cause, ApiException) and cause.headers:
-        value = cause.headers.get("Retry-After")
-        if value is not None:
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None
-
-
 def resource_version_of(obj: Mapping[str, Any] | None) -> str:
     if obj is None:
         return ""
@@ -345,7 +271,7 @@ class PodSecurityApplier:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        kube: Kube,
         settings: Settings,
         *,
         mode: str,
@@ -353,13 +279,12 @@ class PodSecurityApplier:
         events: EventRecorder | None = None,
         metrics: ReconcilerMetrics | None = None,
     ) -> None:
-        self.api_client = api_client
+        self.kube = kube
         self.settings = settings
         self.mode = mode
         self.discovery = discovery
         self.events = events
         self.metrics = metrics
-        self._api = JsonApi(api_client)
 
     # -- reads --
 
@@ -371,8 +296,7 @@ class PodSecurityApplier:
         return facts_from_objects(name, ns, bindings=managed, all_bindings=False)
 
     def fetch_bindings(self, namespace: str) -> list[dict[str, Any]]:
-        with kube_errors(f"list rolebindings in namespace {namespace}"):
-            data = self._api.request("GET", _rolebindings_path(namespace), timeout=LIST_TIMEOUT)
+        data = self.kube.list(r.ROLE_BINDING, namespace=namespace, timeout=LIST_TIMEOUT)
         return list(data.get("items") or [])
 
     # -- the reconcile --
@@ -411,7 +335,7 @@ class PodSecurityApplier:
                     # Changed between our read and our write (AlreadyExists, a uid
                     # precondition, a binding deleted under our patch): read live, plan again.
                     log.info("namespace %s: %s; planning again", name, exc)
-                    facts = self._facts(name, LiveSource(self.api_client, self.discovery))
+                    facts = self._facts(name, LiveSource(self.kube, self.discovery))
                     continue
                 return Attempt(self._result(current, applied=True, dry_run=False), written=written)
             raise KubeConflict(f"namespace {name} kept changing while we reconciled it")
@@ -428,7 +352,7 @@ class PodSecurityApplier:
                     name, uid=uid, reason=RECONCILE_FAILED, message=message, warning=True
                 )
             return Attempt(
-                NamespaceResult(name, "failed", (), message), retry_after=_retry_after(exc)
+                NamespaceResult(name, "failed", (), message), retry_after=exc.retry_after
             )
 
     def _failure_message(self, name: str, exc: KubeError) -> str:
@@ -489,49 +413,41 @@ class PodSecurityApplier:
             self._delete_binding(action)
             return []
         if isinstance(action, PatchBinding):
-            with kube_errors(f"patch rolebinding {action.namespace}/{action.name}"):
-                self._count("patch", "rolebindings")
-                obj = self._api.request(
-                    "PATCH",
-                    _rolebindings_path(action.namespace, action.name),
-                    body=build_binding_patch(action),
-                    content_type=MERGE_PATCH,
-                )
+            self._count("patch", "rolebindings")
+            obj = self.kube.patch(
+                r.ROLE_BINDING,
+                action.name,
+                build_binding_patch(action),
+                namespace=action.namespace,
+            )
             return [Written("rolebinding", action.name, resource_version_of(obj))]
         if isinstance(action, PatchNamespaceLabels):
-            with kube_errors(f"patch namespace {action.namespace}"):
-                self._count("patch", "namespaces")
-                obj = self._api.request(
-                    "PATCH",
-                    path("api", "v1", "namespaces", action.namespace),
-                    body=build_namespace_patch(action),
-                    content_type=MERGE_PATCH,
-                )
+            self._count("patch", "namespaces")
+            obj = self.kube.patch(r.NAMESPACE, action.namespace, build_namespace_patch(action))
             return [Written("namespace", action.namespace, resource_version_of(obj))]
         raise TypeError(f"unknown action {action!r}")
 
     def _create_binding(self, action: CreateBinding) -> Written:
-        what = f"create rolebinding {action.namespace}/{action.binding.name}"
         try:
-            with kube_errors(what):
-                self._count("create", "rolebindings")
-                obj = self._api.request(
-                    "POST",
-                    _rolebindings_path(action.namespace),
-                    body=build_role_binding(action.namespace, action.binding),
-                )
+            self._count("create", "rolebindings")
+            obj = self.kube.create(
+                r.ROLE_BINDING,
+                build_role_binding(action.namespace, action.binding),
+                namespace=action.namespace,
+            )
         except KubeForbidden as exc:
             raise BindingForbidden.explain(action, exc) from exc
         return Written("rolebinding", action.binding.name, resource_version_of(obj))
 
     def _delete_binding(self, action: DeleteBinding) -> None:
-        body: dict[str, Any] = {"preconditions": {"uid": action.uid}} if action.uid else {}
         try:
-            with kube_errors(f"delete rolebinding {action.namespace}/{action.name}"):
-                self._count("delete", "rolebindings")
-                self._api.request(
-                    "DELETE", _rolebindings_path(action.namespace, action.name), body=body or None
-                )
+            self._count("delete", "rolebindings")
+            self.kube.delete(
+                r.ROLE_BINDING,
+                action.name,
+                namespace=action.namespace,
+                preconditions={"uid": action.uid} if action.uid else None,
+            )
         except KubeNotFound:
             pass  # already gone: the create that follows is what matters
 

@@ -23,10 +23,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from kubernetes import client
-
-from vsphere_kale.kube import kube_errors
-from vsphere_kale.kube.jsonapi import JsonApi, path
+from vsphere_kale.kube import Kube
+from vsphere_kale.kube import resources as r
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +48,14 @@ class _Pending:
 class EventRecorder:
     def __init__(
         self,
-        api_client: client.ApiClient,
+        kube: Kube,
         *,
         instance: str,
         component: str = COMPONENT,
         max_pending: int = 10_000,
         dedupe_seconds: float = 600.0,
     ) -> None:
-        self._api = JsonApi(api_client)
+        self._kube = kube
         self._instance = instance
         self._component = component
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_pending)
@@ -151,10 +149,7 @@ class EventRecorder:
             "action": "Reconcile",
         }
         try:
-            with kube_errors(f"create event in namespace {item.namespace}"):
-                self._api.request(
-                    "POST", path("api", "v1", "namespaces", item.namespace, "events"), body=body
-                )
+            self._kube.create(r.EVENT, body)
             self.sent += 1
         except Exception as exc:  # loop boundary: an Event is best effort, never fatal
             self.failed += 1

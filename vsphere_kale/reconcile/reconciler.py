@@ -2,7 +2,8 @@
 
 Flow
 ----
-Three ``kubernetes.informer.SharedInformer`` caches (list, then watch from the list's
+Three informers (``kubernetes.informer.SharedInformer`` through
+:mod:`vsphere_kale.kube.informers`) (list, then watch from the list's
 resourceVersion; relist on 410 Gone) feed a
 :class:`~vsphere_kale.reconcile.workqueue.WorkQueue` keyed
 by namespace name:
@@ -34,7 +35,7 @@ set and the question is never asked again for that namespace: at steady state no
 
 Memory
 ------
-Requests go through :mod:`vsphere_kale.kube.jsonapi` (the client's ``ApiClient``, without the
+Requests go through :class:`vsphere_kale.kube.Kube` (the client's ``ApiClient``, without the
 generated ``CoreV1Api``, whose first use alone costs ~20 MB), caches hold plain dicts rather
 than pydantic models, and :func:`_trim` keeps only what planning reads of each cached object.
 Measured peak RSS: 83 MB at 1,000 profile namespaces, 122 MB at 5,000 (see the benchmark).
@@ -56,30 +57,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
 from prometheus_client import CollectorRegistry
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from vsphere_kale.errors import KubeError
-from vsphere_kale.kube import translate
-from vsphere_kale.kube.jsonapi import JsonApi
+from vsphere_kale.kube import Discovery, Kube
+from vsphere_kale.kube import resources as r
+from vsphere_kale.kube.informers import ADDED, DELETED, MODIFIED, Informer, quiet_dropped_watches
 from vsphere_kale.policy.podsecurity import (
     MANAGED_SELECTOR,
     decide_managed,
     decide_mode,
 )
 from vsphere_kale.reconcile.applier import (
-    ALL_ROLEBINDINGS_PATH,
-    LIST_TIMEOUT,
-    NAMESPACES_PATH,
     SETTLE_SECONDS,
-    WATCH_TIMEOUT_SECONDS,
-    Discovery,
     FactSource,
     LiveSource,
     NamespaceResult,
@@ -87,115 +79,20 @@ from vsphere_kale.reconcile.applier import (
     ReconcilerMetrics,
     SnapshotSource,
     Written,
-    fetch_discovery,
-    profiles_path,
+    profiles,
     resource_version_of,
     sentence,
 )
 from vsphere_kale.reconcile.events import (
     EventRecorder,
 )
-from vsphere_kale.reconcile.leader import LeaderElector
+from vsphere_kale.reconcile.leader import LEASE_NAME, LeaderElector
 from vsphere_kale.reconcile.workqueue import WorkQueue
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # --- informers -------------------------------------------------------------------------------
-
-
-class _WatchDropFilter(logging.Filter):
-    """Turns the informer's ERROR traceback for a dropped watch connection into one INFO line.
-
-    ``SharedInformer`` logs every connection-level end of a watch with ``logger.exception``
-    and then resumes from its last resourceVersion. Connections end routinely (API server
-    restarts, load-balancer idle timeouts, our own shutdown), so a traceback each time would
-    drown real errors.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, Urllib3HTTPError | OSError) and "watch loop" in str(record.msg):
-            self._rewrite(record, logging.INFO, "watch connection ended (%s); resuming", exc)
-        elif isinstance(exc, ApiException) and "initial list" in str(record.msg):
-            # e.g. 403 when RBAC lacks list on a resource: one line that says which, not a
-            # traceback every 5 s.
-            text = str(translate(exc, action="informer list"))
-            self._rewrite(record, logging.WARNING, "%s; retrying in 5 s", text)
-        return True
-
-    @staticmethod
-    def _rewrite(record: logging.LogRecord, level: int, msg: str, arg: object) -> None:
-        record.msg = msg
-        record.args = (type(arg).__name__ if isinstance(arg, BaseException) else arg,)
-        record.exc_info = None
-        record.exc_text = None
-        record.levelno = level
-        record.levelname = logging.getLevelName(level)
-
-
-def _quiet_dropped_watches() -> None:
-    informer_log = logging.getLogger("kubernetes.informer.informer")
-    if not any(isinstance(f, _WatchDropFilter) for f in informer_log.filters):
-        informer_log.addFilter(_WatchDropFilter())
-
-
-class RawList:
-    """List-and-watch function for ``SharedInformer`` that keeps objects as plain dicts.
-
-    For a list it asks for the raw response and returns an object with ``items`` (dicts) and
-    ``metadata.resource_version``, the shape the informer reads. For a watch it returns the
-    raw stream; ``Watch`` decodes events according to the function's ``:rtype:`` docstring
-    line, and ``object`` makes it keep dicts while still tracking each event's
-    resourceVersion (with no return type at all it would stop tracking and resume every
-    reconnect from the initial list's version).
-
-    The informer opens its first watch only after its initial list filled the cache and
-    fired ADDED for every object, so the first watch call marks the cache ``synced``.
-    """
-
-    def __init__(self, fetch: Callable[..., Any], *, what: str) -> None:
-        self._fetch = fetch
-        self.what = what
-        # Watch reads the return type with pydoc.getdoc(), which ignores a class docstring
-        # for an instance: give the instance its own.
-        self.__doc__ = ":rtype: object"
-        self.synced = threading.Event()
-        self.lists = 0
-
-    def __call__(self, **kwargs: Any) -> Any:
-        if kwargs.get("watch"):
-            self.synced.set()
-            kwargs.setdefault("timeout_seconds", WATCH_TIMEOUT_SECONDS)
-            kwargs.setdefault("allow_watch_bookmarks", True)
-            kwargs.setdefault(
-                "_request_timeout", (LIST_TIMEOUT[0], float(kwargs["timeout_seconds"]) + 30)
-            )
-            return self._fetch(**kwargs)
-        self.lists += 1
-        kwargs.pop("_preload_content", None)
-        data = self._fetch(_request_timeout=LIST_TIMEOUT, **kwargs)
-        meta = data.get("metadata") or {}
-        return SimpleNamespace(
-            items=data.get("items") or [],
-            metadata=SimpleNamespace(resource_version=meta.get("resourceVersion")),
-        )
-
-
-@dataclass
-class _Informer:
-    name: str
-    lister: RawList
-    informer: SharedInformer
-
-    def stop(self, timeout: float) -> None:
-        # SharedInformer.stop() joins its thread without a bound; Watch.stop() shuts the
-        # socket so it returns at once, but keep our shutdown bounded regardless.
-        stopper = threading.Thread(target=self.informer.stop, name=f"stop-{self.name}", daemon=True)
-        stopper.start()
-        stopper.join(timeout)
-        if stopper.is_alive():
-            log.warning("informer %s did not stop within %.1fs", self.name, timeout)
 
 
 _KEEP_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
@@ -285,7 +182,7 @@ class Reconciler:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        kube: Kube,
         settings: Settings,
         *,
         identity: str,
@@ -299,7 +196,7 @@ class Reconciler:
         backoff_base: float = 0.2,
         backoff_max: float = 60.0,
     ) -> None:
-        self.api_client = api_client
+        self.kube = kube
         self.settings = settings
         self.identity = identity
         self.metrics = ReconcilerMetrics(registry)
@@ -312,7 +209,7 @@ class Reconciler:
         self._resync = float(resync_seconds or settings.pod_security.resync_seconds)
         self._queue = WorkQueue(base_delay=backoff_base, max_delay=backoff_max)
         self.metrics.queue_depth.set_function(lambda: len(self._queue))
-        self._informers: dict[str, _Informer] = {}
+        self._informers: dict[str, Informer] = {}
         self._bindings_index: dict[str, set[str]] = {}
         self._index_lock = threading.Lock()
         self._waiters: dict[str, list[_Waiter]] = {}
@@ -326,7 +223,7 @@ class Reconciler:
         self._leading = threading.Event()
         self._leader_callbacks: list[Callable[[], None]] = []
         self._started = False
-        self.events = EventRecorder(api_client, instance=identity)
+        self.events = EventRecorder(kube, instance=identity)
         self._applier: PodSecurityApplier | None = None
         self._cache_source = CacheSource(self)
 
@@ -338,7 +235,8 @@ class Reconciler:
         if self._started:
             return
         self._started = True
-        self.discovery = fetch_discovery(self.api_client)
+        # Read afresh: a restarted reconciler must see a Profile CRD installed meanwhile.
+        self.discovery = self.kube.discovery(refresh=True)
         configured = self.settings.pod_security.mode
         self.mode = decide_mode(configured, psp_served=self.discovery.psp_served)
         self.metrics.mode.labels(self.mode).set(1)
@@ -357,7 +255,7 @@ class Reconciler:
                 "kubeflow.org Profiles are not served: only podSecurity.extraNamespaces are managed"
             )
         self._applier = PodSecurityApplier(
-            self.api_client,
+            self.kube,
             self.settings,
             mode=self.mode,
             discovery=self.discovery,
@@ -365,11 +263,11 @@ class Reconciler:
             metrics=self.metrics,
         )
         if self.mode != "off":
-            _quiet_dropped_watches()
+            quiet_dropped_watches()
             self._build_informers()
             self.events.start()
             for informer in self._informers.values():
-                informer.informer.start()
+                informer.start()
             for i in range(self._workers_n):
                 self._spawn(self._work, f"reconcile-worker-{i}")
             self._spawn(self._resync_loop, "reconcile-resync")
@@ -377,9 +275,10 @@ class Reconciler:
         if self._use_election:
             lease, renew, retry = self._election_args
             self._elector = LeaderElector(
-                self.api_client,
+                self.kube,
                 namespace=self.settings.namespace,
                 identity=self.identity,
+                name=LEASE_NAME,
                 on_started=self._on_started_leading,
                 on_stopped=self._on_stopped_leading,
                 lease_duration=lease,
@@ -428,34 +327,34 @@ class Reconciler:
 
     def _build_informers(self) -> None:
         assert self.discovery is not None
-        api = JsonApi(self.api_client)
-        self._add_informer("namespaces", api.list_function(NAMESPACES_PATH))
-        if self.discovery.profile_version is not None:
-            profiles = profiles_path(self.discovery.profile_version)
-            self._add_informer("profiles", api.list_function(profiles))
+        self._add_informer("namespaces", r.NAMESPACE)
+        served = profiles(self.discovery)
+        if served is not None:
+            self._add_informer("profiles", served)
         if self.mode == "psp":
-            self._add_informer(
-                "rolebindings",
-                api.list_function(ALL_ROLEBINDINGS_PATH),
-                label_selector=MANAGED_SELECTOR,
-            )
+            self._add_informer("rolebindings", r.ROLE_BINDING, label_selector=MANAGED_SELECTOR)
 
     def _add_informer(
-        self, name: str, fetch: Callable[..., Any], *, label_selector: str | None = None
+        self, name: str, resource: r.Resource, *, label_selector: str | None = None
     ) -> None:
-        lister = RawList(fetch, what=name)
-        informer = SharedInformer(
-            lister, resync_period=int(self._resync), label_selector=label_selector
-        )
+        handlers: dict[str, Callable[[Any], None]]
         if name == "rolebindings":
-            informer.add_event_handler(ADDED, self._on_binding)
-            informer.add_event_handler(MODIFIED, self._on_binding)
-            informer.add_event_handler(DELETED, self._on_binding_deleted)
+            handlers = {
+                ADDED: self._on_binding,
+                MODIFIED: self._on_binding,
+                DELETED: self._on_binding_deleted,
+            }
         else:
             handler = self._on_profile if name == "profiles" else self._on_namespace
-            for event in (ADDED, MODIFIED, DELETED):
-                informer.add_event_handler(event, handler)
-        self._informers[name] = _Informer(name, lister, informer)
+            handlers = {event: handler for event in (ADDED, MODIFIED, DELETED)}
+        self._informers[name] = Informer(
+            self.kube,
+            resource,
+            name=name,
+            resync_seconds=self._resync,
+            handlers=handlers,
+            label_selector=label_selector,
+        )
 
     def _on_profile(self, obj: Any) -> None:
         _trim(obj, "profiles")
@@ -493,8 +392,7 @@ class Reconciler:
         found = self._informers.get(informer)
         if found is None:
             return None
-        obj: dict[str, Any] | None = found.informer.cache.get_by_key(key)
-        return obj
+        return found.get(key)
 
     def _managed_bindings(self, namespace: str) -> list[Mapping[str, Any]]:
         with self._index_lock:
@@ -529,13 +427,13 @@ class Reconciler:
     def has_synced(self) -> bool:
         if not self._started or self.discovery is None:
             return False
-        return all(i.lister.synced.is_set() for i in self._informers.values())
+        return all(i.synced for i in self._informers.values())
 
     def unsynced(self) -> list[str]:
         """Informers (namespaces, profiles, rolebindings) still waiting for their first list."""
         if not self._started or self.discovery is None:
             return ["(not started)"]
-        return [name for name, i in self._informers.items() if not i.lister.synced.is_set()]
+        return [name for name, i in self._informers.items() if not i.synced]
 
     def wait_for_sync(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -554,7 +452,7 @@ class Reconciler:
             return []
         ps = self.settings.pod_security
         names = []
-        for name in informer.informer.cache.list_keys():
+        for name in informer.cached_keys():
             managed, _ = decide_managed(
                 name, has_profile=self._get("profiles", name) is not None, settings=ps
             )
@@ -674,7 +572,7 @@ class Reconciler:
         if not self.is_leader():
             applier = self._one_shot()
             assert self.discovery is not None
-            return applier.reconcile(namespace, LiveSource(self.api_client, self.discovery)).result
+            return applier.reconcile(namespace, LiveSource(self.kube, self.discovery)).result
         waiter = _Waiter()
         with self._waiters_lock:
             self._waiters.setdefault(namespace, []).append(waiter)
@@ -693,7 +591,7 @@ class Reconciler:
         if not self.is_leader():
             applier = self._one_shot()
             assert self.discovery is not None
-            snapshot = SnapshotSource(self.api_client, self.discovery, psp=self.mode == "psp")
+            snapshot = SnapshotSource(self.kube, self.discovery, psp=self.mode == "psp")
             names = _candidates(snapshot, self.settings)
             return [applier.reconcile(n, snapshot).result for n in names]
         names = self.managed_namespaces()
@@ -744,7 +642,7 @@ def _candidates(source: SnapshotSource, settings: Settings) -> list[str]:
 
 
 def reconcile_once(
-    api_client: client.ApiClient,
+    kube: Kube,
     settings: Settings,
     *,
     namespaces: Iterable[str] | None = None,
@@ -758,20 +656,18 @@ def reconcile_once(
     A dry run plans only: it sends no write at all, not even a ``dryRun=All`` one, so it
     needs nothing but read access. Returns the resolved mode and the results.
     """
-    discovery = fetch_discovery(api_client)
+    discovery = kube.discovery()
     mode = decide_mode(settings.pod_security.mode, psp_served=discovery.psp_served)
-    events = None if dry_run else EventRecorder(api_client, instance=identity)
-    applier = PodSecurityApplier(
-        api_client, settings, mode=mode, discovery=discovery, events=events
-    )
+    events = None if dry_run else EventRecorder(kube, instance=identity)
+    applier = PodSecurityApplier(kube, settings, mode=mode, discovery=discovery, events=events)
     source: FactSource
     if namespaces is None:
-        snapshot = SnapshotSource(api_client, discovery, psp=mode == "psp")
+        snapshot = SnapshotSource(kube, discovery, psp=mode == "psp")
         names = _candidates(snapshot, settings)
         source = snapshot
     else:
         names = list(namespaces)
-        source = LiveSource(api_client, discovery)
+        source = LiveSource(kube, discovery)
     if on_total is not None:
         on_total(len(names))
     results = []

@@ -23,8 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from vsphere_kale.errors import KubeConflict, KubeError, KubeNotFound
-from vsphere_kale.kube import call
-from vsphere_kale.kube.jsonapi import JsonApi, path
+from vsphere_kale.kube import Kube, path
 from vsphere_kale.policy.recreate import RecreatePlan, RecreateRefusal, plan_recreate
 from vsphere_kale.settings import Settings
 
@@ -72,11 +71,12 @@ def _claim_path(namespace: str, name: str = "") -> str:
     return path(*segments, name) if name else path(*segments)
 
 
-def fetch_claim(api: JsonApi, namespace: str, name: str) -> dict[str, Any] | None:
+def fetch_claim(api: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        claim: dict[str, Any] = call(
-            f"get persistentvolumeclaim {namespace}/{name}",
-            lambda: api.get(_claim_path(namespace, name)),
+        claim: dict[str, Any] = api.request(
+            "GET",
+            _claim_path(namespace, name),
+            action=f"get persistentvolumeclaim {namespace}/{name}",
         )
     except KubeNotFound:
         return None
@@ -84,7 +84,7 @@ def fetch_claim(api: JsonApi, namespace: str, name: str) -> dict[str, Any] | Non
 
 
 def fetch_recreate_plan(
-    api: JsonApi, namespace: str, name: str, *, settings: Settings
+    api: Kube, namespace: str, name: str, *, settings: Settings
 ) -> tuple[dict[str, Any], RecreatePlan | RecreateRefusal]:
     """Read the claim, its namespace's pods and the StorageClasses; plan (no writes)."""
     claim = fetch_claim(api, namespace, name)
@@ -94,13 +94,15 @@ def fetch_recreate_plan(
             status=404,
             reason="NotFound",
         )
-    pods = call(
-        f"list pods in {namespace}",
-        lambda: api.get(path("api", "v1", "namespaces", namespace, "pods")),
+    pods = api.request(
+        "GET",
+        path("api", "v1", "namespaces", namespace, "pods"),
+        action=f"list pods in {namespace}",
     )
-    classes = call(
-        "list storageclasses",
-        lambda: api.get(path("apis", "storage.k8s.io", "v1", "storageclasses")),
+    classes = api.request(
+        "GET",
+        path("apis", "storage.k8s.io", "v1", "storageclasses"),
+        action="list storageclasses",
     )
     by_name = {str(c["metadata"]["name"]): c for c in classes.get("items") or []}
     plan = plan_recreate(
@@ -110,7 +112,7 @@ def fetch_recreate_plan(
 
 
 def _wait_gone(
-    api: JsonApi,
+    api: Kube,
     namespace: str,
     name: str,
     uid: str,
@@ -166,7 +168,7 @@ def _event(claim: dict[str, Any], plan: RecreatePlan) -> dict[str, Any]:
 
 
 def apply_recreate(
-    kube: JsonApi,
+    kube: Kube,
     namespace: str,
     name: str,
     *,
@@ -187,32 +189,30 @@ def apply_recreate(
         raise RecreateRefused(plan)
     meta = claim["metadata"]
     uid = str(meta.get("uid", ""))
-    call(
-        f"delete persistentvolumeclaim {namespace}/{name}",
-        lambda: kube.request(
-            "DELETE",
-            _claim_path(namespace, name),
-            body={
-                "kind": "DeleteOptions",
-                "apiVersion": "v1",
-                "preconditions": {"uid": uid, "resourceVersion": meta.get("resourceVersion")},
-            },
-        ),
+    kube.request(
+        "DELETE",
+        _claim_path(namespace, name),
+        action=f"delete persistentvolumeclaim {namespace}/{name}",
+        body={
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": uid, "resourceVersion": meta.get("resourceVersion")},
+        },
     )
     log.info("recreate: deleted claim %s/%s (uid %s)", namespace, name, uid)
     _wait_gone(kube, namespace, name, uid, timeout=timeout, poll=poll, clock=clock, sleep=sleep)
-    created = call(
-        f"create persistentvolumeclaim {namespace}/{name}",
-        lambda: kube.request("POST", _claim_path(namespace), body=plan.claim),
+    created = kube.request(
+        "POST",
+        _claim_path(namespace),
+        action=f"create persistentvolumeclaim {namespace}/{name}",
+        body=plan.claim,
     )
     try:
-        call(
-            f"create event for persistentvolumeclaim {namespace}/{name}",
-            lambda: kube.request(
-                "POST",
-                path("api", "v1", "namespaces", namespace, "events"),
-                body=_event(created, plan),
-            ),
+        kube.request(
+            "POST",
+            path("api", "v1", "namespaces", namespace, "events"),
+            action=f"create event for persistentvolumeclaim {namespace}/{name}",
+            body=_event(created, plan),
         )
     except KubeError as exc:
         # The claim is recreated; a missing Event must not turn that into a failure.

@@ -242,11 +242,11 @@ def start_sandbox(
     if kubeflow:
         # The profile controller is an API client (it runs on a real kube-apiserver too);
         # listed among the sandbox's controllers, so wait_idle() and stop() include it.
-        from vsphere_kale.kube.jsonapi import JsonApi
+        from vsphere_kale.kube import Kube
         from vsphere_kale.playground.kubeflow import start_profile_controller
 
         try:
-            controller = start_profile_controller(JsonApi(running.api_client()))
+            controller = start_profile_controller(Kube(running.api_client()))
         except BaseException:
             running.stop()
             raise
