@@ -66,6 +66,7 @@ COMMANDS: dict[str, str] = {
     "webhook": "vsphere_kale.commands.webhook:webhook_command",
     "serve": "vsphere_kale.commands.serve:serve_command",
     "reconcile": "vsphere_kale.commands.reconcile:reconcile_command",
+    "recreate-pvc": "vsphere_kale.commands.recreate_pvc:recreate_pvc_command",
     "install": "vsphere_kale.commands.install:install_command",
     "uninstall": "vsphere_kale.commands.install:uninstall_command",
     "doctor": "vsphere_kale.commands.doctor:doctor_command",

@@ -138,6 +138,17 @@ def test_sandbox_apiserver_on_the_real_control_plane_serves_kubectl_until_ctrl_c
             )
             assert whoami.returncode == 0, whoami.stderr
         assert "alice@example.com" in whoami.stdout
+        # The kubeflow-demo seed, written through the API, and the profile controller's work
+        seeded = subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig), "get", "profiles,pvc", "-A", "-o", "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        assert "profile.kubeflow.org/alice" in seeded.stdout
+        assert "persistentvolumeclaim/wf-1-kale-marshal-pvc" in seeded.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

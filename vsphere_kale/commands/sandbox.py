@@ -18,6 +18,9 @@ from typing import Any
 import click
 
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.kube import Kube, build_api_client
+from vsphere_kale.playground.controllers import start_controllers
+from vsphere_kale.playground.seed import apply_seed_through_api
 from vsphere_kale.playground.system import run_from_options, run_options
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.resources import FLAVORS
@@ -81,7 +84,11 @@ def sandbox_group(ctx: click.Context, /, **options: Any) -> None:
     help="Serve HTTPS with a generated CA (written into the kubeconfig). kubectl "
     "sends no bearer token over plain HTTP, so with --no-tls it is anonymous.",
 )
-@click.option("--no-kubeflow", is_flag=True, help="Do not emulate the Kubeflow profile controller.")
+@click.option(
+    "--no-kubeflow",
+    is_flag=True,
+    help="Do not run the Kubeflow profile controller and storage provisioners.",
+)
 @click.option(
     "--no-authz", is_flag=True, help="Switch RBAC off: every authenticated request is allowed."
 )
@@ -106,13 +113,12 @@ def apiserver_command(
             kubeconfig_out=Path(kubeconfig_out),
             tls=tls,
             no_authz=no_authz,
+            no_kubeflow=no_kubeflow,
         )
         return
     seed = seed or "kubeflow-demo"
     try:
-        setup = build_sandbox(
-            flavor=flavor, seed=seed, authorization=not no_authz, kubeflow=not no_kubeflow
-        )
+        setup = build_sandbox(flavor=flavor, seed=seed, authorization=not no_authz)
     except ValueError as exc:
         raise ConfigError("", str(exc)) from exc
     try:
@@ -126,6 +132,8 @@ def apiserver_command(
         )
     except OSError as exc:
         raise ConfigError("--port", f"cannot listen on {address}:{port}: {exc.strerror}") from exc
+    # The profile controller and the provisioners are API clients of the server.
+    controllers = None if no_kubeflow else start_controllers(Kube(running.api_client()))
     stop = _stop_on_signal()
     kubeconfig = running.kubeconfig_path
     click.echo(f"sandbox API server ({flavor}, seed {seed}) serving on {running.url}")
@@ -138,6 +146,8 @@ def apiserver_command(
         while not stop.wait(0.5):
             pass
     finally:
+        if controllers is not None:
+            controllers.stop()
         running.stop()
     click.echo("sandbox stopped")
 
@@ -162,8 +172,10 @@ def _serve_real(
     kubeconfig_out: Path,
     tls: bool,
     no_authz: bool,
+    no_kubeflow: bool,
 ) -> None:
-    """``--control-plane real``: upstream etcd + kube-apiserver + kube-controller-manager."""
+    """``--control-plane real``: upstream etcd + kube-apiserver + kube-controller-manager,
+    with the same seed (written through the API) and the same playground controllers."""
     # Imported here: the embedded path must not pay for (or depend on) the launcher.
     from vsphere_kale.controlplane import ControlPlaneError, start_control_plane
     from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
@@ -180,37 +192,44 @@ def _serve_real(
         raise ConfigError("--no-tls", "the real control plane serves HTTPS only; drop --no-tls")
     if no_authz:
         raise ConfigError("--no-authz", "the real control plane always runs RBAC; drop --no-authz")
-    if seed not in (None, "empty"):
-        raise ConfigError(
-            "--seed",
-            f"{seed} is loaded by `vsphere-kale sandbox --control-plane real` (the whole "
-            "playground); `sandbox apiserver --control-plane real` starts with Kubernetes' own "
-            "objects only (--seed empty)",
-        )
+    seed = seed or "kubeflow-demo"
     click.echo("starting etcd, kube-apiserver and kube-controller-manager...", err=True)
     try:
         running = start_control_plane(flavor=flavor, port=port or None)
     except ControlPlaneError as exc:
         raise ConfigError("--control-plane", str(exc)) from exc
+    controllers = None
+    api_client = None
     try:
         stop = _stop_on_signal()
+        # The same playground as the embedded server: the seed through the API (Profile CRD
+        # first), then the profile controller and the provisioners as API clients.
+        api_client = build_api_client(str(running.kubeconfig_path))
+        if seed != "empty":
+            apply_seed_through_api(Kube(api_client), seed, flavor=flavor)
+        if not no_kubeflow:
+            controllers = start_controllers(Kube(api_client))
         kubeconfig = write_kubeconfig(
             kubeconfig_out, running.url, running.tokens, ca_pem=running.ca_pem
         )
         click.echo(
-            f"kube-apiserver {running.url} ({flavor}: Pod Security restricted by default; "
-            f"started in {running.start_seconds:.1f} s; logs in {running.workdir})"
+            f"kube-apiserver {running.url} ({flavor}, seed {seed}: Pod Security restricted by "
+            f"default; started in {running.start_seconds:.1f} s; logs in {running.workdir})"
         )
         click.echo(
             f"kubeconfig: {kubeconfig} "
             f"(contexts: {', '.join(context_name(u) for u in running.tokens)})"
         )
-        click.echo(f"try: kubectl --kubeconfig {kubeconfig} get namespaces")
+        click.echo(f"try: kubectl --kubeconfig {kubeconfig} get profiles,namespaces,pvc -A")
         click.echo("press Ctrl-C to stop")
         while not stop.wait(0.5):
             running.check()
     except ControlPlaneError as exc:
         raise ConfigError("--control-plane", str(exc)) from exc
     finally:
+        if controllers is not None:
+            controllers.stop()
+        if api_client is not None:
+            api_client.close()
         running.stop()
     click.echo("control plane stopped")

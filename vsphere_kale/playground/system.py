@@ -3,7 +3,9 @@
 :class:`LocalSystem` starts
 
 1. the sandbox API server (``kubeflow-demo`` seed: Profiles alice and bob, alice's Pending Kale
-   marshal volume; RBAC on; the Kubeflow profile controller emulated);
+   marshal volume; RBAC on) and, as API clients, the Kubeflow profile controller and the
+   vSphere CSI / nfs-client provisioners (:mod:`vsphere_kale.playground.kubeflow`,
+   :mod:`vsphere_kale.playground.storage`);
 2. the install, as ``vsphere-kale install`` would make it: namespace, ServiceAccount, Service
    and RBAC from ``deploy/base``, a CA and serving certificate from
    :mod:`vsphere_kale.install.certs`,
@@ -38,7 +40,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 import yaml
@@ -47,6 +49,9 @@ from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
+from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
+from vsphere_kale.playground.realplane import PSP_ON_REAL, RealPlane
+from vsphere_kale.playground.seed import apply_seed_through_api
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.server import build_sandbox
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -67,6 +72,21 @@ INSTALL_FILES = (
 WEBHOOK_FILE = "mutatingwebhookconfiguration.yaml"
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
+
+
+class _Plane(Protocol):
+    """What LocalSystem needs of an API server (RunningSandbox and RealPlane have it)."""
+
+    url: str
+    tokens: dict[str, str]
+
+    def api_client(self, token: str | None = None) -> Any: ...
+
+    def write_kubeconfig(
+        self, path: str | Path, *, token: str | None = None, user: str = "admin"
+    ) -> Path: ...
+
+    def stop(self) -> None: ...
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -168,20 +188,33 @@ class LocalSystem:
         flavor: str = "psp",
         user: str = "alice",
         rwx_storage_class: str = "nfs-client",
+        control_plane: str = "embedded",
     ) -> None:
+        if control_plane == "real" and flavor == "psp":
+            raise ConfigError("--flavor", PSP_ON_REAL)
         self.workdir = workdir
         self.flavor = flavor
+        self.control_plane = control_plane
         self.user = user
         self.namespace = user
         self.rwx_storage_class = rwx_storage_class
         self.serve_port = 0
         self.running: RunningSandbox | None = None
+        self.real: RealPlane | None = None
         self._serve: _ServeProcess | None = None
+        self._controllers: PlaygroundControllers | None = None
         self.serve_log = workdir / "serve.log"
         self.kubeconfig_path = workdir / "kubeconfig"
         self.ca_file = workdir / "certs" / "ca.crt"
         self.user_token_file = workdir / f"{user}.token"
         self.user_kubeconfig = workdir / f"{user}.kubeconfig"
+
+    @property
+    def plane(self) -> _Plane:
+        """The API server in use: the embedded sandbox or the real control plane."""
+        plane: _Plane | None = self.running if self.real is None else self.real
+        assert plane is not None, "the system is not started"
+        return plane
 
     @property
     def admin_url(self) -> str:
@@ -211,22 +244,34 @@ class LocalSystem:
 
     def _start(self) -> None:
         self.serve_port = free_port()
-        service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:443"
-        setup = build_sandbox(
-            flavor=self.flavor,
-            seed="kubeflow-demo",
-            authorization=True,
-            kubeflow=True,
-            service_map={service_key: f"127.0.0.1:{self.serve_port}"},
-        )
-        if self.user not in setup.tokens:
-            raise ConfigError("--user", f"{self.user!r} is not a seeded user")
-        # TLS: kubectl sends bearer tokens only over HTTPS (over plain HTTP it would be
-        # anonymous); the generated CA goes into the kubeconfig.
-        self.running = RunningSandbox(
-            setup.sandbox, setup.tokens, tls=True, kubeconfig_path=self.kubeconfig_path
-        )
-        admin = Kube(self.running.api_client())
+        if self.control_plane == "real":
+            # kube-apiserver cannot reach a Service here: the webhook names serve's URL.
+            self.real = RealPlane(flavor=self.flavor, kubeconfig_path=self.kubeconfig_path)
+            if self.user not in self.real.tokens:
+                raise ConfigError("--user", f"{self.user!r} is not a seeded user")
+            admin_client = self.real.api_client()
+            apply_seed_through_api(Kube(admin_client), "kubeflow-demo", flavor=self.flavor)
+        else:
+            service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:443"
+            setup = build_sandbox(
+                flavor=self.flavor,
+                seed="kubeflow-demo",
+                authorization=True,
+                service_map={service_key: f"127.0.0.1:{self.serve_port}"},
+            )
+            if self.user not in setup.tokens:
+                raise ConfigError("--user", f"{self.user!r} is not a seeded user")
+            # TLS: kubectl sends bearer tokens only over HTTPS (over plain HTTP it would be
+            # anonymous); the generated CA goes into the kubeconfig.
+            self.running = RunningSandbox(
+                setup.sandbox, setup.tokens, tls=True, kubeconfig_path=self.kubeconfig_path
+            )
+            admin_client = self.running.api_client()
+        plane = self.plane
+        # Kubeflow's profile controller and the two storage provisioners: API clients, the
+        # same code on either control plane.
+        self._controllers = start_controllers(Kube(admin_client))
+        admin = Kube(admin_client)
 
         # The install: objects of deploy/base, then the CA and the webhook that trusts it.
         for name in INSTALL_FILES:
@@ -236,6 +281,9 @@ class LocalSystem:
         (webhook,) = read_documents(DEPLOY_BASE / WEBHOOK_FILE)
         for hook in webhook["webhooks"]:
             hook["clientConfig"]["caBundle"] = base64.b64encode(bundle.ca_cert).decode()
+            if self.real is not None:
+                path = hook["clientConfig"].pop("service")["path"]
+                hook["clientConfig"]["url"] = f"{self.admin_url}{path}"
         apply_documents(admin, [webhook])
 
         # serve runs as its ServiceAccount, so the shipped RBAC is what it gets.
@@ -249,7 +297,7 @@ class LocalSystem:
             namespace=SERVICE_NAMESPACE,
             name=SERVICE_NAME,
         )["status"]["token"]
-        serve_kubeconfig = self.running.write_kubeconfig(
+        serve_kubeconfig = plane.write_kubeconfig(
             self.workdir / "serve.kubeconfig", token=token, user="vsphere-kale"
         )
         certs = self.workdir / "certs"
@@ -281,19 +329,25 @@ class LocalSystem:
         self._serve.wait_ready(_START_TIMEOUT)
 
         # The notebook user's identity, as a Kubeflow pod would have it (token + kubeconfig).
-        user_token = self.running.tokens[self.user]
+        user_token = plane.tokens[self.user]
         self.user_token_file.write_text(user_token + "\n", encoding="utf-8")
         self.user_token_file.chmod(0o600)
-        self.running.write_kubeconfig(self.user_kubeconfig, token=user_token, user=self.user)
+        plane.write_kubeconfig(self.user_kubeconfig, token=user_token, user=self.user)
 
     def stop(self) -> None:
-        """Stop serve, then the sandbox; every step bounded."""
+        """Stop serve, the emulated controllers, then the sandbox; every step bounded."""
         if self._serve is not None:
             self._serve.stop()
             self._serve = None
+        if self._controllers is not None:
+            self._controllers.stop()
+            self._controllers = None
         if self.running is not None:
             self.running.stop()
             self.running = None
+        if self.real is not None:
+            self.real.stop()
+            self.real = None
 
     def __enter__(self) -> LocalSystem:
         return self.start()
@@ -364,12 +418,13 @@ def _stop_lab(process: subprocess.Popen[bytes]) -> None:
 
 def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
     """What to try, for the banner (kubectl commands against the sandbox)."""
-    assert system.running is not None
+    plane = system.plane
     kubeconfig = system.kubeconfig_path
-    contexts = ", ".join(context_name(user) for user in system.running.tokens)
+    contexts = ", ".join(context_name(user) for user in plane.tokens)
     lines = [
         f"vsphere-kale sandbox is running ({system.flavor} flavor, seed kubeflow-demo)",
-        f"  API server  {system.running.url}",
+        f"  API server  {plane.url}"
+        + ("  (real kube-apiserver)" if system.real is not None else ""),
         f"  kubeconfig  {kubeconfig}  (contexts: {contexts})",
         f"  serve       {system.admin_url}  (webhook + admin API; CA {system.ca_file})",
         f"              log: {system.serve_log}",
@@ -405,6 +460,9 @@ def next_steps(system: LocalSystem, *, lab_url: str | None) -> str:
         f"  {k} get rolebinding -n carol",
         f"  {k} delete pvc wf-1-kale-marshal-pvc -n alice   # follow the panel's hint...",
         f"  {k} apply -f deploy/examples/kale-marshal-pvc.yaml   # ...recreated on nfs-client",
+        f"  {k} get pvc -n alice      # ...and Bound by the nfs-client provisioner",
+        f"  (or in one step: vsphere-kale recreate-pvc wf-1-kale-marshal-pvc -n alice "
+        f"--kubeconfig {kubeconfig} --rwx-storage-class nfs-client)",
         "  Refresh / Reconcile in the notebook panel to see and repair alice's namespace.",
         "",
         "Press Ctrl-C to stop everything.",
@@ -419,6 +477,7 @@ def run_sandbox(
     lab: bool,
     lab_port: int,
     open_browser: bool,
+    control_plane: str = "embedded",
     lab_timeout: float = 120.0,
     echo: Callable[[str], None] = click.echo,
 ) -> None:
@@ -430,9 +489,10 @@ def run_sandbox(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     process: subprocess.Popen[bytes] | None = None
-    system = LocalSystem(workdir, flavor=flavor)
+    system = LocalSystem(workdir, flavor=flavor, control_plane=control_plane)
     try:
-        echo(f"starting the sandbox API server, the install and serve in {workdir} ...")
+        server = "etcd, kube-apiserver" if control_plane == "real" else "the sandbox API server"
+        echo(f"starting {server}, the install and serve in {workdir} ...")
         system.start()
         lab_url = None
         if lab:
@@ -504,6 +564,14 @@ def run_options(command: F) -> F:
             click.option(
                 "--no-browser", is_flag=True, help="Do not open a browser on the notebook."
             ),
+            click.option(
+                "--control-plane",
+                type=click.Choice(["embedded", "real"]),
+                default="embedded",
+                show_default=True,
+                help="embedded: the in-memory sandbox (no Go needed); real: kube-apiserver + "
+                "etcd 1.36 built by tools/control-plane/build (psa flavor only).",
+            ),
         ]
     ):
         command = option(command)
@@ -511,9 +579,18 @@ def run_options(command: F) -> F:
 
 
 def run_from_options(
-    *, flavor: str, workdir: Path, no_lab: bool, lab_port: int, no_browser: bool
+    *,
+    flavor: str,
+    workdir: Path,
+    no_lab: bool,
+    lab_port: int,
+    no_browser: bool,
+    control_plane: str = "embedded",
 ) -> None:
+    if control_plane == "real" and flavor == "psp":
+        raise ConfigError("--flavor", PSP_ON_REAL)
     run_sandbox(
+        control_plane=control_plane,
         flavor=flavor,
         workdir=workdir.resolve(),
         lab=not no_lab,

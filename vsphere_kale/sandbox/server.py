@@ -1686,12 +1686,15 @@ def build_sandbox(
     flavor: str = "psa",
     seed: str = "empty",
     authorization: bool = False,
-    kubeflow: bool = False,
     service_map: dict[str, str] | None = None,
     watch_history: int = 10_000,
     admin_token: str | None = None,
 ) -> SandboxSetup:
-    """Build a Sandbox wired to the policy modules (authn, RBAC, webhooks, Kubeflow, seed).
+    """Build a Sandbox wired to the policy modules (authn, RBAC, webhooks, seed).
+
+    The Kubeflow profile controller is not in here: it is an API client
+    (:mod:`vsphere_kale.playground.kubeflow`) that ``start_sandbox(kubeflow=True)`` starts
+    once the server listens, the same code that runs against a real kube-apiserver.
 
     Authentication (tokens -> users, TokenReview, TokenRequest) is always real; RBAC only with
     ``authorization`` (else every authenticated request is allowed, like
@@ -1699,9 +1702,8 @@ def build_sandbox(
     webhook Service to a local ``host:port``. Raises ``ValueError`` for an unknown seed.
     """
     # Imported here: the policy modules import the store's types, the server imports them.
+    from vsphere_kale.playground import seed as seeds
     from vsphere_kale.sandbox import authn, rbac, webhooks
-    from vsphere_kale.sandbox import kubeflow as kubeflow_emulation
-    from vsphere_kale.sandbox import seed as seeds
 
     if seed not in SEEDS:
         raise ValueError(f"unknown seed {seed!r}; choose one of {', '.join(SEEDS)}")
@@ -1723,8 +1725,6 @@ def build_sandbox(
     sb.admit = webhooks.build_admitter(sb.store, service_map=service_map or {}).admit
     if service_map:
         sb.add_controller(webhooks.EndpointsForMappedServices(sb.store, service_map))
-    if kubeflow:
-        sb.add_controller(kubeflow_emulation.build_controller(sb.store))
     if seed != "empty":
         seeds.apply_seed(sb.store, seed, flavor=flavor)
         for user, (token, username, groups) in seeds.USERS.items():

@@ -21,14 +21,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import tornado.httpserver
 import tornado.netutil
 from kubernetes import client, config
 
 from vsphere_kale.sandbox.kubeconfig import build_serving_tls, write_kubeconfig
-from vsphere_kale.sandbox.server import Sandbox, build_sandbox
+from vsphere_kale.sandbox.server import Controller, Sandbox, build_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,6 @@ def start_sandbox(
         flavor=flavor,
         seed=seed,
         authorization=authorization,
-        kubeflow=kubeflow,
         service_map=service_map,
         watch_history=watch_history,
     )
@@ -239,4 +238,18 @@ def start_sandbox(
         if not hasattr(setup.sandbox, key):
             raise TypeError(f"start_sandbox() got an unknown option {key!r}")
         setattr(setup.sandbox, key, value)
-    return RunningSandbox(setup.sandbox, setup.tokens, tls=tls)
+    running = RunningSandbox(setup.sandbox, setup.tokens, tls=tls)
+    if kubeflow:
+        # The profile controller is an API client (it runs on a real kube-apiserver too);
+        # listed among the sandbox's controllers, so wait_idle() and stop() include it.
+        from vsphere_kale.kube import Kube
+        from vsphere_kale.playground.kubeflow import start_profile_controller
+
+        try:
+            controller = start_profile_controller(Kube(running.api_client()))
+        except BaseException:
+            running.stop()
+            raise
+        # Not a store listener (the Controller callable type): only wait_idle()/stop() matter.
+        setup.sandbox.controllers.insert(0, cast(Controller, controller))
+    return running
