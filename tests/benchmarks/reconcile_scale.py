@@ -123,7 +123,7 @@ def burst(kubeconfig: str, n: int) -> float:
     """Create N Profiles from 8 threads; returns the seconds it took to send them."""
     from vsphere_kale.kube import Kube
     from vsphere_kale.kube import resources as r
-    from vsphere_kale.sandbox.kubeflow import build_profile
+    from vsphere_kale.playground.kubeflow import build_profile
 
     api = api_client(kubeconfig)
     kube = Kube(api)

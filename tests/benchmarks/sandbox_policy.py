@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from kubernetes import client
 
+from vsphere_kale.playground.seed import USERS
 from vsphere_kale.sandbox.rbac import AllowAllAuthorizer, Authorizer
-from vsphere_kale.sandbox.seed import USERS
 from vsphere_kale.sandbox.server import build_sandbox
 from vsphere_kale.sandbox.testing import start_sandbox
 from vsphere_kale.sandbox.types import Attributes, UserInfo

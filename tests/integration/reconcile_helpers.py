@@ -11,8 +11,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale.kube import Kube
+from vsphere_kale.playground.kubeflow import build_profile
 from vsphere_kale.reconcile.reconciler import Reconciler
-from vsphere_kale.sandbox.kubeflow import build_profile
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import Settings
 

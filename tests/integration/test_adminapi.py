@@ -29,8 +29,8 @@ from kubernetes import client
 from vsphere_kale.health.adminapi import ReconcilerLike, ResultLike, build_admin_routes
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.kube import Kube
+from vsphere_kale.playground import seed
 from vsphere_kale.reconcile.reconciler import reconcile_once
-from vsphere_kale.sandbox import seed
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import Settings, StorageSettings
 from vsphere_kale.webhook.server import WebhookServer

@@ -25,8 +25,8 @@ from reconcile_helpers import (
     wait_for,
 )
 
+from vsphere_kale.playground.kubeflow import build_profile
 from vsphere_kale.reconcile.applier import NOT_OWNED
-from vsphere_kale.sandbox.kubeflow import build_profile
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import PodSecuritySettings, Settings
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from vsphere_kale.sandbox.seed import USERS
+from vsphere_kale.playground.seed import USERS
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.sandbox.types import AdmissionAttributes, AdmissionResult, JSONObject
 

@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from vsphere_kale.sandbox.seed import USERS
+from vsphere_kale.playground.seed import USERS
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 RBAC = "rbac.authorization.k8s.io"

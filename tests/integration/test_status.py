@@ -15,8 +15,8 @@ from vsphere_kale.errors import KubeNotFound, KubeUnavailable
 from vsphere_kale.health.status import collect_status
 from vsphere_kale.install.certs import build_ca
 from vsphere_kale.kube import Kube
+from vsphere_kale.playground import seed
 from vsphere_kale.policy import podsecurity
-from vsphere_kale.sandbox import seed
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.sandbox.types import ResourceRef
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings

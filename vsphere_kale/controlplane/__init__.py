@@ -72,8 +72,8 @@ from vsphere_kale.controlplane.config import (
     free_port,
     write_material,
 )
+from vsphere_kale.playground.seed import USERS
 from vsphere_kale.sandbox.kubeconfig import context_name, write_kubeconfig
-from vsphere_kale.sandbox.seed import USERS
 
 __all__ = [
     "ADMIN_USER",
