@@ -47,4 +47,4 @@ COPY --from=build /opt/vsphere-kale /opt/vsphere-kale
 USER 10001:10001
 EXPOSE 8443
 ENTRYPOINT ["vsphere-kale"]
-CMD ["serve", "--config", "/etc/vsphere-kale/config.yaml", "--cert-file", "/etc/vsphere-kale/tls/tls.crt", "--key-file", "/etc/vsphere-kale/tls/tls.key", "--port", "8443"]
+CMD ["serve", "--config", "/etc/vsphere-kale/config.yaml", "--cert-file", "/etc/vsphere-kale/tls/tls.crt", "--key-file", "/etc/vsphere-kale/tls/tls.key", "--port", "8443", "--log-format", "json"]

@@ -22,6 +22,7 @@ from test_adminapi import SETTINGS, AdminServer, OneShotReconciler, service_clie
 from test_webhook_server import encode, review_body
 
 from vsphere_kale.health.adminapi import AdminService, Authorizer, ResultLike, build_admin_routes
+from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.leader import LEASE_NAME
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import AdminApiSettings, ServerSettings, Settings
@@ -40,10 +41,10 @@ class CountingAuthorizer(Authorizer):
 
 
 def routes_with(
-    api: client.ApiClient, reconciler: Any, settings: Settings, authorizer: Authorizer
+    api: Kube, reconciler: Any, settings: Settings, authorizer: Authorizer
 ) -> list[Any]:
     """build_admin_routes, with our authorizer in the shared service."""
-    routes = build_admin_routes(api_client=api, settings=settings, reconciler=reconciler)
+    routes = build_admin_routes(kube=api, settings=settings, reconciler=reconciler)
     service: AdminService = routes[0][2]["service"]
     service.authorizer = authorizer
     return routes
@@ -70,7 +71,7 @@ def start(
     settings: Settings = SETTINGS,
     reconciler: Any = None,
     **authorizer: Any,
-) -> tuple[AdminServer, CountingAuthorizer, client.ApiClient]:
+) -> tuple[AdminServer, CountingAuthorizer, Kube]:
     """``reconciler``: an object, or a callable taking the service's ApiClient."""
     api = service_client(running)
     counting = CountingAuthorizer(api, **authorizer)

@@ -110,7 +110,7 @@ def profile_namespace(admin_api: client.ApiClient, profile_crd: str) -> Iterator
 
     def make() -> str:
         name = f"psa-{secrets.token_hex(3)}"
-        custom.create_cluster_custom_object(
+        profile = custom.create_cluster_custom_object(
             "kubeflow.org",
             "v1",
             "profiles",
@@ -122,8 +122,17 @@ def profile_namespace(admin_api: client.ApiClient, profile_crd: str) -> Iterator
             },
         )
         made.append(name)
+        # Owned by the Profile (the controller reference the reconciler requires).
+        owner = {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "name": name,
+            "uid": profile["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=PROFILE_LABEL))
+            {"metadata": {"name": name, "labels": PROFILE_LABEL, "ownerReferences": [owner]}}
         )
         default_service_account(admin_api, name)
         return name

@@ -99,7 +99,7 @@ def installed(
 
 
 def make_profile(admin_api: client.ApiClient, name: str) -> None:
-    client.CustomObjectsApi(admin_api).create_cluster_custom_object(
+    profile = client.CustomObjectsApi(admin_api).create_cluster_custom_object(
         "kubeflow.org",
         "v1",
         "profiles",
@@ -110,9 +110,28 @@ def make_profile(admin_api: client.ApiClient, name: str) -> None:
             "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
         },
     )
+    # Owned by its Profile, as Kubeflow's profile controller makes it: the reconciler manages
+    # a namespace only with that controller reference (a same-named Profile is not enough).
     client.CoreV1Api(admin_api).create_namespace(
-        {"metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"},
+                "ownerReferences": [owner_reference(profile)],
+            }
+        }
     )
+
+
+def owner_reference(profile: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "name": profile["metadata"]["name"],
+        "uid": profile["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def delete_profile(admin_api: client.ApiClient, name: str) -> None:
