@@ -712,10 +712,6 @@ class WebhookServer:
     def _reload_tick(self) -> None:
         self.check_certificate_files()
 
-    @property
-    def certificate_expires(self) -> datetime.datetime:
-        return self._tls.expires
-
     # -- lifecycle --
 
     @property
