@@ -226,3 +226,14 @@ def token_without_bind(admin: client.ApiClient) -> str:
         "vsphere-kale", "vsphere-kale", {"spec": {"audiences": []}}
     ).status.token
     return token
+
+
+def writes_counted(reconciler: Reconciler) -> float:
+    """The writes this replica's ``vsphere_kale_podsecurity_writes_total`` counted, over every
+    verb and resource: what /metrics shows an operator."""
+    return sum(
+        sample.value
+        for metric in reconciler.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "vsphere_kale_podsecurity_writes_total"
+    )

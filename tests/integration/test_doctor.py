@@ -39,7 +39,9 @@ def test_required_access_equals_the_rendered_rbac(components: tuple[str, ...]) -
         namespace="kale-system",
     )
     objects = render.build_manifests(render.fetch_rendered(components), settings=settings)
-    needed = doctor.build_required_access(settings, cert_manager="cert-manager" in components)
+    needed = doctor.build_required_access(
+        doctor.fetch_required_roles(settings, cert_manager="cert-manager" in components)
+    )
     assert {(a.verb, a.group, a.resource, a.namespace, a.name) for a in needed} == granted(
         objects, "kale-system"
     )

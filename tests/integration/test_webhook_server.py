@@ -31,6 +31,7 @@ import jsonpatch
 import pytest
 import yaml
 from click.testing import CliRunner
+from tls_helpers import served_certificate_expiry
 
 from vsphere_kale.cli import main
 from vsphere_kale.install import certs
@@ -565,7 +566,7 @@ def test_metrics_count_rewrites_and_results(webhook: WebhookServer, ca: Path) ->
     text = request(port, ca, "GET", "/metrics", content_type=None).body.decode()
     assert "# TYPE vsphere_kale_webhook_request_duration_seconds histogram" in text
     expiry = metric(port, ca, "vsphere_kale_webhook_certificate_expiry_timestamp_seconds")
-    assert expiry == pytest.approx(webhook.certificate_expires.timestamp())
+    assert expiry == pytest.approx(served_certificate_expiry(webhook.port).timestamp())
 
 
 # --- certificate rotation ------------------------------------------------------------------

@@ -32,7 +32,7 @@ def sc(name: str, provisioner: str) -> dict[str, Any]:
     ],
 )
 def test_rwx_storage_class(classes: Any, status: str, words: str) -> None:
-    check = doctor.decide_storage_class(SETTINGS, classes)
+    check = doctor.decide_storage_class_check(SETTINGS, classes)
     assert check.status == status and words in check.message
     assert (check.hint == "") == (status == "ok")
 
@@ -120,7 +120,7 @@ def binding(ns: str) -> dict[str, Any]:
 def test_pod_security_names_the_managed_namespaces_that_lack_a_binding() -> None:
     namespaces = [namespace("alice"), namespace("bob"), namespace("default")]
     profiles = [profile("alice"), profile("bob")]
-    check = doctor.decide_pod_security(
+    check = doctor.decide_pod_security_check(
         settings=SETTINGS,
         psp_served=True,
         namespaces=namespaces,
@@ -130,7 +130,7 @@ def test_pod_security_names_the_managed_namespaces_that_lack_a_binding() -> None
     assert check.status == "fail"
     assert "1 of 2 managed namespaces" in check.message and "bob" in check.message
     assert "alice" not in check.message.split(":")[-1]
-    fixed = doctor.decide_pod_security(
+    fixed = doctor.decide_pod_security_check(
         settings=SETTINGS,
         psp_served=True,
         namespaces=namespaces,
@@ -142,7 +142,7 @@ def test_pod_security_names_the_managed_namespaces_that_lack_a_binding() -> None
 
 def test_pod_security_in_psa_mode_checks_labels() -> None:
     settings = Settings(pod_security=PodSecuritySettings(mode="psa"))
-    check = doctor.decide_pod_security(
+    check = doctor.decide_pod_security_check(
         settings=settings,
         psp_served=False,
         namespaces=[namespace("alice")],
@@ -181,7 +181,7 @@ def test_stuck_rwx_claims_are_listed_and_system_namespaces_skipped() -> None:
 
 
 def test_rbac_lists_what_is_missing_and_the_exit_code_follows() -> None:
-    needed = doctor.build_required_access(SETTINGS)
+    needed = doctor.build_required_access(doctor.fetch_required_roles(SETTINGS, cert_manager=False))
     results = [doctor.AccessResult(a, a.verb != "bind", "serviceaccount") for a in needed]
     check = doctor.decide_rbac(results, namespace="vsphere-kale")
     assert check.status == "fail"
@@ -195,8 +195,12 @@ def test_rbac_lists_what_is_missing_and_the_exit_code_follows() -> None:
 
 
 def test_cert_manager_mode_needs_no_secret_or_webhook_writes() -> None:
-    self_managed = set(doctor.build_required_access(SETTINGS))
-    with_cm = set(doctor.build_required_access(SETTINGS, cert_manager=True))
+    self_managed = set(
+        doctor.build_required_access(doctor.fetch_required_roles(SETTINGS, cert_manager=False))
+    )
+    with_cm = set(
+        doctor.build_required_access(doctor.fetch_required_roles(SETTINGS, cert_manager=True))
+    )
     removed = {(a.verb, a.resource) for a in self_managed - with_cm}
     assert removed == {
         ("get", "secrets"),

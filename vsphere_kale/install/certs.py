@@ -392,12 +392,6 @@ def not_after(cert_pem: bytes) -> datetime.datetime:
     return _load_cert(cert_pem, "certificate").not_valid_after_utc
 
 
-def expires_within(cert_pem: bytes, days: float, *, now: datetime.datetime | None = None) -> bool:
-    """True when the certificate expires within ``days`` from ``now`` (or already has)."""
-    moment = now or _now()
-    return not_after(cert_pem) <= moment + datetime.timedelta(days=days)
-
-
 def describe_pair(cert_pem: bytes, key_pem: bytes) -> str:
     """Check that a certificate and key belong together; returns the certificate's subject
     common name for log lines. Raises :class:`CertificateError` with the reason otherwise."""

@@ -8,8 +8,9 @@ functions below, which reuse the verdicts the rest of vsphere-kale already has:
 ``policy.podsecurity`` (mode and the per-namespace plan the reconciler would run) and
 ``rotation.plan_rotation`` (the served certificate).
 
-Permissions: :func:`build_required_access` lists every (verb, resource) the service uses --
-the same rules as ``deploy/base/rbac.yaml`` (a unit test keeps the two equal). Each is asked
+Permissions: :func:`build_required_access` lists every (verb, resource) the service
+uses, read from ``deploy/base/rbac.yaml`` as install renders it
+(:func:`fetch_required_roles`). Each is asked
 with a SubjectAccessReview for ``system:serviceaccount:<ns>:vsphere-kale``, which is what an
 admin at a terminal wants to know; a caller that may not create SubjectAccessReviews gets a
 SelfSubjectAccessReview of its own rights instead (the line says so), which is the right
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+import jsonpatch
+import yaml
 
 from vsphere_kale.errors import ConfigError, KubeForbidden
 from vsphere_kale.install import render, rotation
@@ -77,79 +81,65 @@ class Access:
         return f"{self.verb} {res}{named}{where}"
 
 
-def _each(
-    verbs: Sequence[str],
-    groups: Sequence[str],
-    resource: str,
-    why: str,
-    *,
-    namespace: str | None = None,
-    name: str | None = None,
-) -> list[Access]:
-    return [Access(v, g, resource, namespace, name, why) for g in groups for v in verbs]
+ROLE_NAME = "vsphere-kale"
+"""The ClusterRole and the Role of deploy/base/rbac.yaml: what ``serve`` is granted."""
 
 
-def build_required_access(settings: Settings, *, cert_manager: bool = False) -> tuple[Access, ...]:
-    """Every permission ``serve`` uses; mirrors deploy/base/rbac.yaml rule by rule."""
-    ns = settings.namespace
+def build_required_access(roles: Sequence[Mapping[str, Any]]) -> tuple[Access, ...]:
+    """Every permission ``serve`` uses, one per (verb, group, resource, name): the rules of
+    our ClusterRole (cluster-wide) and Role (in its namespace), as rendered for this install.
+
+    The manifest is the one source: :func:`fetch_required_roles` reads it, so doctor asks
+    exactly what the installation grants (and what the RBAC tests prove is needed).
+    """
     out: list[Access] = []
-    out += _each(["get", "list", "watch", "patch"], [""], "namespaces", "reconciler")
-    out += _each(["get", "list", "watch"], ["kubeflow.org"], "profiles", "reconciler")
-    out += _each(
-        ["get", "list", "watch", "create"],
-        ["rbac.authorization.k8s.io"],
-        "rolebindings",
-        "psp mode: per-namespace RoleBinding",
-    )
-    out += _each(
-        ["patch", "delete"],
-        ["rbac.authorization.k8s.io"],
-        "rolebindings",
-        "psp mode: repair our own RoleBinding (by name)",
-        name=settings.pod_security.role_binding_name,
-    )
-    out += _each(
-        ["bind"],
-        ["rbac.authorization.k8s.io"],
-        "clusterroles",
-        "psp mode: bind podSecurity.pspClusterRole",
-        name=settings.pod_security.psp_cluster_role,
-    )
-    out += _each(["create", "patch"], ["", "events.k8s.io"], "events", "Events on namespaces")
-    out += _each(["list"], [""], "events", "status: ProvisioningFailed messages")
-    out += _each(["list", "watch"], [""], "persistentvolumeclaims", "status: PVC verdicts")
-    out += _each(["get", "list"], ["storage.k8s.io"], "storageclasses", "status: RWX class")
-    out += _each(
-        ["get"] if cert_manager else ["get", "patch"],
-        ["admissionregistration.k8s.io"],
-        "mutatingwebhookconfigurations",
-        "status reads the caBundle; rotation patches it",
-        name=render.WEBHOOK_CONFIGURATION,
-    )
-    out += _each(["create"], ["authentication.k8s.io"], "tokenreviews", "admin API: TokenReview")
-    out += _each(["create"], ["authorization.k8s.io"], "subjectaccessreviews", "admin API: SAR")
-    out += _each(["create"], ["coordination.k8s.io"], "leases", "leader election", namespace=ns)
-    out += _each(
-        ["get", "update"],
-        ["coordination.k8s.io"],
-        "leases",
-        "leader election: our Lease, by name",
-        namespace=ns,
-        name="vsphere-kale-leader",  # vsphere_kale.reconcile.leader.LEASE_NAME
-    )
-    out += _each(
-        ["create", "patch"], ["", "events.k8s.io"], "events", "Events on our objects", namespace=ns
-    )
-    if not cert_manager:
-        out += _each(
-            ["get", "update", "patch"],
-            [""],
-            "secrets",
-            "certificate rotation",
-            namespace=ns,
-            name=render.TLS_SECRET,
-        )
+    for role in roles:
+        md = role.get("metadata") or {}
+        kind = role.get("kind")
+        if md.get("name") != ROLE_NAME or kind not in ("ClusterRole", "Role"):
+            continue
+        where = (str(md.get("namespace") or "") or None) if kind == "Role" else None
+        for index, rule in enumerate(role.get("rules") or []):
+            why = f"{kind} {ROLE_NAME} rule {index + 1}"
+            for group in rule.get("apiGroups") or []:
+                for resource in rule.get("resources") or []:
+                    for verb in rule.get("verbs") or []:
+                        for name in rule.get("resourceNames") or [None]:
+                            out.append(Access(verb, group, resource, where, name, why))
     return tuple(out)
+
+
+def build_component_patches(kustomization: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
+    """``(kind, JSON patch)`` of a kustomize Component's patches to our Role and ClusterRole."""
+    found = []
+    for entry in kustomization.get("patches") or []:
+        target = entry.get("target") or {}
+        if target.get("name") != ROLE_NAME or target.get("kind") not in ("ClusterRole", "Role"):
+            continue
+        ops = yaml.safe_load(entry.get("patch") or "[]")
+        if isinstance(ops, list):
+            found.append((str(target["kind"]), ops))
+    return found
+
+
+def fetch_required_roles(settings: Settings, *, cert_manager: bool) -> list[dict[str, Any]]:
+    """Our Role and ClusterRole from deploy/base/rbac.yaml, with the cert-manager component's
+    patches when it is used and this installation's settings (namespace, PSP role) applied,
+    as ``vsphere-kale install`` renders them. Reads the shipped manifests."""
+    deploy = render.find_deploy_dir()
+    roles = render.read_documents(deploy / "base" / "rbac.yaml")
+    if cert_manager:
+        (kustomization,) = render.read_documents(
+            deploy / "components" / "cert-manager" / "kustomization.yaml"
+        )
+        for kind, ops in build_component_patches(kustomization):
+            roles = [
+                jsonpatch.apply_patch(r, ops)
+                if r.get("kind") == kind and (r.get("metadata") or {}).get("name") == ROLE_NAME
+                else r
+                for r in roles
+            ]
+    return render.build_manifests(roles, settings=settings)
 
 
 # --- facts -------------------------------------------------------------------------------------
@@ -202,7 +192,7 @@ def _unreadable(name: str, what: health.Unreadable) -> Check:
     )
 
 
-def decide_storage_class(
+def decide_storage_class_check(
     settings: Settings, storage_classes: list[Any] | health.Unreadable
 ) -> Check:
     name = "rwx-storage-class"
@@ -380,7 +370,7 @@ def decide_certificate(
     )
 
 
-def decide_pod_security(
+def decide_pod_security_check(
     *,
     settings: Settings,
     psp_served: bool,
@@ -534,7 +524,7 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
     webhook_check = decide_webhook_configuration(facts.webhook, settings=settings, now=now)
     webhook_verdict = "missing" if facts.webhook is None else "ok"
     return [
-        decide_storage_class(settings, facts.storage_classes),
+        decide_storage_class_check(settings, facts.storage_classes),
         webhook_check,
         decide_endpoints(facts.endpoints, namespace=settings.namespace),
         decide_certificate(
@@ -544,7 +534,7 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             cert_manager=facts.cert_manager,
             now=now,
         ),
-        decide_pod_security(
+        decide_pod_security_check(
             settings=settings,
             psp_served=facts.psp_served,
             namespaces=facts.namespaces,
@@ -695,6 +685,8 @@ def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFact
         items(r.EVENT, field_selector=PVC_EVENTS_SELECTOR), forbidden=_forbidden("events")
     )
     facts.access = fetch_access(
-        kube, build_required_access(settings, cert_manager=facts.cert_manager), namespace=namespace
+        kube,
+        build_required_access(fetch_required_roles(settings, cert_manager=facts.cert_manager)),
+        namespace=namespace,
     )
     return facts

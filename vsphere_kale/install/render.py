@@ -89,6 +89,17 @@ def find_deploy_dir() -> Path:
     )
 
 
+def read_documents(path: Path) -> list[Obj]:
+    """The YAML documents of one manifest file under deploy/ (empty documents dropped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "deploy/base", f"cannot read {path}: {exc.strerror}; run from a source checkout"
+        ) from exc
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
 def build_kustomization(deploy_dir: Path, workdir: Path, components: Sequence[str]) -> str:
     """The throwaway kustomization (kustomize refuses absolute paths, hence relpath)."""
     base = os.path.relpath(deploy_dir / "base", workdir)

@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives import serialization
 
 from vsphere_kale.errors import CertificateError
 from vsphere_kale.install import certs
+from vsphere_kale.policy.text import format_time as format_time
+from vsphere_kale.policy.text import parse_time as parse_time
 
 if TYPE_CHECKING:  # the pure plan above needs no client; the rotator receives one
     from vsphere_kale.kube import Kube
@@ -164,20 +166,6 @@ def _sans(cert: x509.Certificate) -> set[str]:
     except x509.ExtensionNotFound:
         return set()
     return set(ext.value.get_values_for_type(x509.DNSName))
-
-
-def parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-
-
-def format_time(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def serving_problem(

@@ -43,10 +43,10 @@ from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 import click
-import yaml
 
 from vsphere_kale.errors import ConfigError, KubeConflict, VsphereKaleError
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
+from vsphere_kale.install.render import read_documents
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
@@ -111,16 +111,6 @@ def apply_documents(kube: Kube, documents: list[dict[str, Any]]) -> None:
             kube.create(resource, doc)
         except KubeConflict:
             log.debug("%s %s exists already", kind, name)
-
-
-def read_documents(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            "deploy/base", f"cannot read {path}: {exc.strerror}; run from a source checkout"
-        ) from exc
-    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 class _ServeProcess:

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypedDict
 
 from vsphere_kale.policy.pem import decode_ca_bundle
 from vsphere_kale.policy.storage import OPT_OUT_ANNOTATION, effective_class
+from vsphere_kale.policy.text import format_time, parse_time, sentence
 from vsphere_kale.settings import StorageSettings
 
 API_VERSION = "vsphere-kale.io/v1alpha1"
@@ -296,18 +297,7 @@ class NamespaceHealth:
 def _iso(when: dt.datetime | None) -> str | None:
     if when is None:
         return None
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: object) -> dt.datetime | None:
-    """RFC 3339 as the API writes it (``2026-11-25T19:40:00Z``, maybe with fractions)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return format_time(when)
 
 
 def is_kale_marshal(name: str) -> bool:
@@ -612,7 +602,7 @@ def decide_pod_security(
             None,
             "unknown",
             "info",
-            _sentence(facts.unreadable),
+            sentence(facts.unreadable, capitalize=False),
             "",
         )
     if facts.mode == "off":
@@ -621,7 +611,14 @@ def decide_pod_security(
     if not facts.managed:
         message = facts.managed_reason or f"Namespace {namespace} is not managed by vsphere-kale"
         return PodSecurityHealth(
-            facts.mode, False, facts.required, None, "unmanaged", None, _sentence(message), ""
+            facts.mode,
+            False,
+            facts.required,
+            None,
+            "unmanaged",
+            None,
+            sentence(message, capitalize=False),
+            "",
         )
     verdict, severity, present, fallback = _PLAN_VERDICTS.get(
         facts.outcome, _PLAN_VERDICTS["skipped"]
@@ -639,15 +636,10 @@ def decide_pod_security(
         )
     else:
         hint = ""
-    message = _sentence(facts.reason or fallback.format(required=facts.required))
+    message = sentence(facts.reason or fallback.format(required=facts.required), capitalize=False)
     return PodSecurityHealth(
         facts.mode, True, facts.required, present, verdict, severity, message, hint
     )
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 # --- webhook ----------------------------------------------------------------------------------
@@ -691,7 +683,14 @@ def decide_webhook(
 
     if isinstance(configuration, Unreadable):
         return WebhookHealth(
-            None, target, class_exists, None, "unknown", "info", _sentence(configuration.reason), ""
+            None,
+            target,
+            class_exists,
+            None,
+            "unknown",
+            "info",
+            sentence(configuration.reason, capitalize=False),
+            "",
         )
     if configuration is None:
         return WebhookHealth(
@@ -819,7 +818,7 @@ def build_namespace_status(
     problems: list[Problem] = []
     pvc_results: list[PvcHealth] = []
     if isinstance(pvcs, Unreadable):
-        problems.append(Problem("pvc", "", "info", _sentence(pvcs.reason), ""))
+        problems.append(Problem("pvc", "", "info", sentence(pvcs.reason, capitalize=False), ""))
     else:
         for pvc in sorted(pvcs, key=lambda p: (p.get("metadata") or {}).get("name", "")):
             health = decide_pvc(pvc, storage=storage, ctx=ctx, failures=failures, now=now)
@@ -829,7 +828,7 @@ def build_namespace_status(
                     Problem("pvc", health.name, health.severity, health.message, health.hint)
                 )
     if isinstance(events, Unreadable):
-        problems.append(Problem("pvc", "", "info", _sentence(events.reason), ""))
+        problems.append(Problem("pvc", "", "info", sentence(events.reason, capitalize=False), ""))
 
     ps = decide_pod_security(pod_security, namespace=namespace, can_reconcile=can_reconcile)
     if ps.severity is not None:

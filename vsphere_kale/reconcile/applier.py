@@ -40,6 +40,7 @@ from vsphere_kale.policy.podsecurity import (
     facts_from_objects,
     plan,
 )
+from vsphere_kale.policy.text import sentence
 from vsphere_kale.reconcile.events import (
     BINDING_CREATED,
     BINDING_REPAIRED,
@@ -98,14 +99,6 @@ class NamespaceResult:
         }
 
 
-def sentence(text: str) -> str:
-    text = text.strip()
-    if not text:
-        return text
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
 # --- metrics ---------------------------------------------------------------------------------
 
 
@@ -162,15 +155,6 @@ class ReconcilerMetrics:
             self.mode,
         ):
             registry.register(collector)
-
-    def write_count(self) -> float:
-        """All writes so far (tests and the benchmark use it)."""
-        total = 0.0
-        for metric in self.writes.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    total += sample.value
-        return total
 
 
 # --- where facts come from -------------------------------------------------------------------

@@ -70,6 +70,7 @@ from vsphere_kale.policy.podsecurity import (
     decide_managed,
     decide_mode,
 )
+from vsphere_kale.policy.text import sentence
 from vsphere_kale.reconcile.applier import (
     SETTLE_SECONDS,
     FactSource,
@@ -81,7 +82,6 @@ from vsphere_kale.reconcile.applier import (
     Written,
     profiles,
     resource_version_of,
-    sentence,
 )
 from vsphere_kale.reconcile.events import (
     EventRecorder,

@@ -165,11 +165,6 @@ class WorkQueue:
             self._shutdown = True
             self._cond.notify_all()
 
-    @property
-    def is_shut_down(self) -> bool:
-        with self._cond:
-            return self._shutdown
-
     def __len__(self) -> int:
         """Keys ready to be processed (the queue-depth metric)."""
         with self._cond:

@@ -24,7 +24,7 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar, cast
@@ -578,13 +578,6 @@ class Store:
         except StatusError as exc:
             if exc.code != 404:
                 raise KubeError(exc.message, status=exc.code, reason=exc.reason) from exc
-
-    def all_objects(self) -> Iterable[tuple[ResourceRef, JSONObject]]:
-        """Every stored object (deep copies), for debugging and dumps."""
-        with self.lock:
-            return [
-                (ref, clone(o)) for ref, bucket in self._objects.items() for o in bucket.values()
-            ]
 
 
 def _apply_defaults(rt: ResourceType, obj: JSONObject) -> None:

@@ -22,7 +22,6 @@ TLS details that matter in a cluster:
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import os
@@ -679,10 +678,6 @@ class WebhookServer:
 
     def _reload_tick(self) -> None:
         self.check_certificate_files()
-
-    @property
-    def certificate_expires(self) -> datetime.datetime:
-        return self._tls.expires
 
     # -- lifecycle --
 
