@@ -131,7 +131,8 @@ def test_dry_run_writes_nothing(kube: Kube) -> None:
 
     kube.create(r.CONFIG_MAP, configmap("dry", k="1"))
     kube.patch(r.CONFIG_MAP, "dry", {"data": {"k": "2"}}, namespace="default", dry_run=True)
-    kube.apply(r.CONFIG_MAP, configmap("dry", k="3"), field_manager="t", dry_run=True)
+    # force: the patch above made the client's default manager own .data.k (a real conflict)
+    kube.apply(r.CONFIG_MAP, configmap("dry", k="3"), field_manager="t", force=True, dry_run=True)
     kube.delete(r.CONFIG_MAP, "dry", namespace="default", dry_run=True)
     assert kube.get(r.CONFIG_MAP, "dry", namespace="default")["data"] == {"k": "1"}
 
