@@ -309,6 +309,8 @@ CLUSTER_RULES = [
     ),
     (("authentication.k8s.io",), ("tokenreviews",), ("create",), ()),
     (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
+    (("",), ("persistentvolumeclaims",), ("get", "create", "delete"), ()),
+    (("",), ("pods",), ("list",), ()),
 ]
 NAMESPACE_RULES = [
     (("coordination.k8s.io",), ("leases",), ("create",), ()),
@@ -388,7 +390,9 @@ def test_reconciler_role_aggregates_into_kubeflow_admin(
         role["metadata"]["labels"]["rbac.authorization.kubeflow.org/aggregate-to-kubeflow-admin"]
         == "true"
     )
-    assert rules_table(role) == [(("vsphere-kale.io",), ("reconciles",), ("create",), ())]
+    assert rules_table(role) == [
+        (("vsphere-kale.io",), ("reconciles", "pvcrecreations"), ("create",), ())
+    ]
     # Only our service account is bound to anything; the reconciler role is bound by Kubeflow.
     bound = {d["roleRef"]["name"] for d in rendered[()] if d["kind"].endswith("Binding")}
     assert "vsphere-kale-reconciler" not in bound

@@ -38,10 +38,17 @@ from typing import Any, Protocol, TypeVar
 
 import tornado.web
 
-from vsphere_kale.errors import KubeError, KubeNotFound, KubeUnavailable, VsphereKaleError
+from vsphere_kale.errors import (
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    KubeUnavailable,
+    VsphereKaleError,
+)
 from vsphere_kale.health.status import collect_status
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
+from vsphere_kale.reconcile.recreate import apply_recreate
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -211,6 +218,15 @@ def status_permission(namespace: str) -> Permission:
 
 def reconcile_permission(namespace: str = "") -> Permission:
     return Permission("create", RECONCILE_RESOURCE, RECONCILE_GROUP, namespace)
+
+
+RECREATE_RESOURCE = "pvcrecreations"
+"""``create`` on ``pvcrecreations.vsphere-kale.io`` in the namespace: who may have the service
+recreate a stuck claim (it deletes the claim, so it is asked for separately from reconcile)."""
+
+
+def recreate_permission(namespace: str) -> Permission:
+    return Permission("create", RECREATE_RESOURCE, RECONCILE_GROUP, namespace)
 
 
 class Authorizer:
@@ -494,6 +510,9 @@ class _AdminHandler(tornado.web.RequestHandler):
             self.fail(error)
         except KubeNotFound as exc:
             self.fail(ApiError(404, "NotFound", f"{exc}."))
+        except KubeConflict as exc:
+            # e.g. a claim that is Bound, has a data source or is in use: not recreated.
+            self.fail(ApiError(409, "Conflict", f"{exc}"))
         except KubeUnavailable as exc:
             self.fail(ApiError(503, "ServiceUnavailable", f"The Kubernetes API failed: {exc}."))
         except TimeoutError:
@@ -600,6 +619,32 @@ class ReconcileAllHandler(_ReconcileHandler):
         await self.guarded(work)
 
 
+_CLAIM_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+
+
+class ClaimRecreateHandler(_ReconcileHandler):
+    """``POST .../persistentvolumeclaims/{name}/recreate``: a stuck claim again, on the RWX
+    class. Checked with SubjectAccessReview, done by the leader only (as reconcile)."""
+
+    async def post(self, namespace: str, name: str) -> None:
+        async def work() -> None:
+            ns = self.namespace_arg(namespace)
+            if not _CLAIM_NAME.match(name):
+                raise ApiError(400, "BadRequest", f"{name[:80]!r} is not a valid claim name.")
+            who = await self.caller()
+            authz = self.service.authorizer
+            await self.service.run(lambda: authz.require(who, recreate_permission(ns)))
+            self.reconciler()  # only the leader writes
+            kube, settings = self.service.kube, self.service.settings
+            result = await self.service.run(
+                lambda: apply_recreate(kube, ns, name, settings=settings)
+            )
+            log.info("recreated claim %s/%s by %s", ns, name, who.username)
+            self.write_json({"kind": "RecreateResult", "outcome": "recreated", **result.to_json()})
+
+        await self.guarded(work)
+
+
 RouteSpec = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
 
 
@@ -616,4 +661,9 @@ def build_admin_routes(
         (r"/api/v1/namespaces/([^/]+)/status", NamespaceStatusHandler, args),
         (r"/api/v1/namespaces/([^/]+)/reconcile", NamespaceReconcileHandler, args),
         (r"/api/v1/reconcile", ReconcileAllHandler, args),
+        (
+            r"/api/v1/namespaces/([^/]+)/persistentvolumeclaims/([^/]+)/recreate",
+            ClaimRecreateHandler,
+            args,
+        ),
     ]
