@@ -7,7 +7,6 @@ cluster-wide objects: StorageClasses, ClusterRoles, the Profile CRD).
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,7 @@ import pytest
 from kubernetes import client
 from realcp_helpers import api_client_for, kubectl, wait_for
 
-from vsphere_kale.controlplane import (
-    ControlPlaneError,
-    RunningControlPlane,
-    find_binaries,
-    start_control_plane,
-)
+from vsphere_kale.controlplane import Binaries, RunningControlPlane, start_control_plane
 from vsphere_kale.kube import Kube
 from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
 from vsphere_kale.playground.kubeflow import PROFILE_NAMESPACE_LABELS
@@ -40,14 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[tuple[RunningControlPlane, client.ApiClient, PlaygroundControllers]]:
-    try:
-        find_binaries()
-    except ControlPlaneError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and the real control plane is missing: {exc}")
-        pytest.skip("real control plane not built: run tools/control-plane/build")
-    cp = start_control_plane()
+def demo(
+    control_plane_binaries: Binaries,
+) -> Iterator[tuple[RunningControlPlane, client.ApiClient, PlaygroundControllers]]:
+    # Its own control plane (the seed installs the Profile CRD and cluster-wide objects);
+    # control_plane_binaries skips, or fails with CI=true, exactly as for the shared one.
+    cp = start_control_plane(binaries=control_plane_binaries)
     api = api_client_for(cp)
     controllers: PlaygroundControllers | None = None
     try:

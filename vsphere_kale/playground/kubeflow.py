@@ -35,13 +35,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from vsphere_kale.errors import KubeConflict, KubeError
 from vsphere_kale.kube import Kube
-from vsphere_kale.playground.objects import ApiObjects, WatchLoop
+from vsphere_kale.playground.objects import ApiObjects, WatchLoop, wait_converged
 from vsphere_kale.sandbox.types import JSONObject, ObjectWriter, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -348,23 +347,18 @@ class ProfileController:
         return True
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until no work is queued and every Profile has all its objects.
+        """Wait until no work is queued and the API shows every object in its end state."""
+        return wait_converged(
+            idle=self._idle,
+            converged=self._converged,
+            stopping=self._stopping,
+            timeout=timeout,
+            what="profile controller",
+        )
 
-        Checking the API (not only the queue) closes the gap between a write and its watch
-        event reaching this controller.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                busy = self._busy
-            try:
-                if not busy and self._converged():
-                    return True
-            except KubeError as exc:
-                log.debug("profile controller: cannot check convergence: %s", exc)
-            if time.monotonic() >= deadline or self._stopping.is_set():
-                return False
-            time.sleep(0.02)
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop watching and reacting; the worker ends after its current step."""

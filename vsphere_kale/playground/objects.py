@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -169,6 +170,29 @@ class ApiObjects:
 
 
 Handler = Callable[[str, JSONObject], None]
+
+
+def wait_converged(
+    *,
+    idle: Callable[[], bool],
+    converged: Callable[[], bool],
+    stopping: threading.Event,
+    timeout: float,
+    what: str,
+) -> bool:
+    """Poll until ``idle()`` (nothing queued) and ``converged()`` (the API shows the end
+    state), or ``timeout``/``stopping``. Checking the API, not only the queue, closes the gap
+    between a write and its watch event reaching the controller."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if idle() and converged():
+                return True
+        except KubeError as exc:
+            log.debug("%s: cannot check convergence: %s", what, exc)
+        if time.monotonic() >= deadline or stopping.is_set():
+            return False
+        time.sleep(0.02)
 
 
 class WatchLoop:

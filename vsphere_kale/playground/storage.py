@@ -39,7 +39,6 @@ import logging
 import queue
 import secrets
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,7 +46,7 @@ from typing import Any, Literal
 
 from vsphere_kale.errors import KubeConflict, KubeError, KubeNotFound
 from vsphere_kale.kube import Kube
-from vsphere_kale.playground.objects import ApiObjects, WatchLoop
+from vsphere_kale.playground.objects import ApiObjects, WatchLoop, wait_converged
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -430,18 +429,18 @@ class StorageProvisioners:
         return True
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                busy = self._busy
-            try:
-                if not busy and self._converged():
-                    return True
-            except KubeError as exc:
-                log.debug("provisioner: cannot check convergence: %s", exc)
-            if time.monotonic() >= deadline or self._stopping.is_set():
-                return False
-            time.sleep(0.02)
+        """Wait until no work is queued and the API shows every object in its end state."""
+        return wait_converged(
+            idle=self._idle,
+            converged=self._converged,
+            stopping=self._stopping,
+            timeout=timeout,
+            what="provisioner",
+        )
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
