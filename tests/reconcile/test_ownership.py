@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import (
     ENFORCE,
     Reconcilers,

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from kubernetes import client
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import (
     PSP_ROLE,
     Reconcilers,

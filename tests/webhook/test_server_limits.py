@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from test_webhook_server import (
     SETTINGS,
     Response,

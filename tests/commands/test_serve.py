@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
 
 from vsphere_kale.install import certs

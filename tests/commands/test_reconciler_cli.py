@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 from kubernetes import client
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import (
     ENFORCE,
     create_profile,

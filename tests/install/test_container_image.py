@@ -256,7 +256,7 @@ def test_copy_sources_exist_and_survive_dockerignore(
 @pytest.mark.parametrize(
     ("path", "excluded"),
     [
-        ("tests/unit/test_settings.py", True),
+        ("tests/project/test_settings.py", True),
         (".git/config", True),
         ("deploy/base/deployment.yaml", True),
         ("vsphere_kale/__pycache__/cli.cpython-311.pyc", True),

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from admission_helpers import encode, review_body
 from kubernetes import client
 
-# tests/integration is not a package: pytest puts this folder on sys.path.
+# Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import Reconcilers, reconcilers, wait_for
 from test_adminapi import SETTINGS, AdminServer, OneShotReconciler, service_client
-from test_webhook_server import encode, review_body
 
 from vsphere_kale.health.adminapi import AdminService, Authorizer, ResultLike, build_admin_routes
 from vsphere_kale.kube import Kube
