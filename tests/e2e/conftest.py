@@ -1,11 +1,19 @@
-"""Fixtures for the browser test: ``vsphere-kale sandbox`` as a user runs it, and Chromium.
+"""Fixtures for the browser tests: ``vsphere-kale sandbox`` as a user runs it, and Chromium.
 
 Chromium is Debian's (``apt-get install chromium``; ``.ci/run`` installs it), driven by
 Playwright's Python package: never ``playwright install``, which downloads a browser build.
+
+One playground per flavor per test module (``playground``, parametrized over both flavors,
+or ``sandbox_cli``, the psp flavor alone): starting the sandbox, serve and JupyterLab is the
+slow part, and the tour is one user's path through one playground. Nothing here waits on a
+clock: the fixtures read the command's output until its banner shows, the tests poll the page
+with Playwright's ``expect`` (timeouts off: the suite's pytest ``timeout`` is the one guard
+against a hang).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -14,13 +22,13 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,8 +41,15 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+"""Seconds Ctrl-C may take before the command is killed (teardown only, never asserted)."""
+FLAVORS = ("psa", "psp")
+
+NO_DEADLINE_MS = 24 * 3600 * 1000
+"""Playwright waits this long, i.e. until the condition holds: pytest-timeout (pyproject's
+``timeout``) is the one guard against a hang. ``expect`` has no "forever" (0 means its
+5 s default), so a day stands for it."""
+expect.set_options(timeout=NO_DEADLINE_MS)
 
 
 def free_port() -> int:
@@ -45,65 +60,99 @@ def free_port() -> int:
 
 @dataclass
 class RunningSandboxCli:
+    flavor: str
     lab_url: str
     workdir: Path
     output: list[str]
 
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
 
-@pytest.fixture
-def sandbox_cli(tmp_path: Path) -> Iterator[RunningSandboxCli]:
-    """``vsphere-kale sandbox --no-browser`` in a subprocess, until its JupyterLab URL shows."""
+
+def _quiet_lab_settings(config_dir: Path) -> None:
+    """JupyterLab's "get notified about Jupyter news?" toast covers the notebook's output.
+
+    The playground is to turn it off itself; until it does, the test's own (private) Jupyter
+    config dir says no, as a user would by answering the toast once.
+    """
+    settings = config_dir / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+
+
+@contextmanager
+def run_sandbox_cli(tmp: Path, *, flavor: str) -> Iterator[RunningSandboxCli]:
+    """``vsphere-kale sandbox --flavor F --no-browser`` in a subprocess, until its JupyterLab
+    URL shows; Ctrl-C (SIGINT) at the end, as in a terminal."""
     exe = shutil.which("vsphere-kale")
     assert exe is not None, "vsphere-kale is not installed (pip install -e '.[test]')"
+    _quiet_lab_settings(tmp / "config")
     env = {
         **os.environ,
         # A private runtime/config dir: no other Jupyter server or user config interferes.
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "PYTHONUNBUFFERED": "1",
     }
-    workdir = tmp_path / "sandbox"
+    workdir = tmp / "sandbox"
+    command = [exe, "sandbox", "--flavor", flavor, "--workdir", str(workdir), "--no-browser"]
     process = subprocess.Popen(
-        [exe, "sandbox", "--workdir", str(workdir), "--no-browser", "--lab-port", str(free_port())],
+        [*command, "--lab-port", str(free_port())],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=tmp,
     )
-    lines: queue.Queue[str] = queue.Queue()
+    lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []
 
     def pump() -> None:
+        # Reads to the end, so the command never blocks on a full pipe; None marks its exit.
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
             lines.put(line)
+        lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT
-    lab_url = None
     try:
+        lab_url = None
         while lab_url is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or process.poll() is not None:
+            line = lines.get()
+            if line is None:
                 raise AssertionError("vsphere-kale sandbox did not start:\n" + "".join(output))
-            try:
-                line = lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
             match = re.match(r"^\s+JupyterLab\s+(http://\S+)$", line)
             if match:
                 lab_url = match.group(1)
-        yield RunningSandboxCli(lab_url, workdir, output)
+        yield RunningSandboxCli(flavor, lab_url, workdir, output)
     finally:
-        # What Ctrl-C does in a terminal (SIGINT to the command, which stops JupyterLab).
         process.send_signal(signal.SIGINT)
         try:
             process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="module", params=FLAVORS)
+def playground(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSandboxCli]:
+    """The playground in each flavor, shared by the tests of one module."""
+    flavor = str(request.param)
+    with run_sandbox_cli(tmp_path_factory.mktemp(f"playground-{flavor}"), flavor=flavor) as run:
+        yield run
+
+
+@pytest.fixture(scope="module")
+def sandbox_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandboxCli]:
+    """The psp playground alone, shared by the tests of one module."""
+    with run_sandbox_cli(tmp_path_factory.mktemp("playground-psp"), flavor="psp") as run:
+        yield run
 
 
 @pytest.fixture
@@ -117,6 +166,17 @@ def browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A 1280 x 1000 page whose waits have no deadline of their own (see NO_DEADLINE_MS)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(NO_DEADLINE_MS)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 @pytest.fixture
