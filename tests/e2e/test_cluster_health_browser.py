@@ -74,14 +74,18 @@ def capture(page: Page, artifacts: Path, flavor: str, step: str) -> None:
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 1000})
         # A resize lays out on the next frame: wait for two, rather than for a clock.
-        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        page.evaluate(
+            "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
         stem = f"{flavor}-{step}-{width}"
         panel.scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts / f"{stem}-page.png"))
         panel.screenshot(path=str(artifacts / f"{stem}-panel.png"))
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 1000})
-        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        page.evaluate(
+            "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
         check_panel_reads_well(page, f"{flavor} {step} at {width} px")
 
 
@@ -114,9 +118,7 @@ def open_notebook_and_run_the_panel(page: Page, lab_url: str) -> None:
     page.keyboard.press("Shift+Enter")
 
 
-def test_the_tour_ends_with_a_healthy_panel(
-    playground: Any, page: Page, artifacts: Path
-) -> None:
+def test_the_tour_ends_with_a_healthy_panel(playground: Any, page: Page, artifacts: Path) -> None:
     flavor = playground.flavor
     panel = page.locator(".vsk-health-panel")
     try:
@@ -153,7 +155,9 @@ def test_the_tour_ends_with_a_healthy_panel(
 
         # When she confirms, then the claim is recreated and Bound on nfs-client
         confirm.click()
-        expect(panel.locator(".vsk-recreate-result")).to_contain_text(f"Recreated {MARSHAL} on nfs-client")
+        expect(panel.locator(".vsk-recreate-result")).to_contain_text(
+            f"Recreated {MARSHAL} on nfs-client"
+        )
         claim = wait_until_bound(playground.kubeconfig, "alice", MARSHAL)
         assert claim.spec.storage_class_name == "nfs-client"
         assert claim.spec.access_modes == ["ReadWriteMany"]

@@ -18,9 +18,11 @@ from vsphere_kale.jupyter.widget import (
     render_pod_security,
     render_pvc_table,
     render_reconcile_result,
+    render_recreate_result,
     render_webhook,
 )
 from vsphere_kale.jupyter.widget_client import ServerRef, WidgetClientError, decide_server
+from vsphere_kale.jupyter.widget_render import kube_words, prose, render_updated
 
 STATUS: dict[str, Any] = {
     "apiVersion": "vsphere-kale.io/v1alpha1",
@@ -40,6 +42,7 @@ STATUS: dict[str, Any] = {
             "ageSeconds": 120,
             "kaleMarshal": True,
             "verdict": "rwx-on-block-class",
+            "severity": "error",
             "message": "It asks for ReadWriteMany on a block class.",
             "hint": "Delete it and re-run the pipeline <now>",
         },
@@ -50,6 +53,7 @@ STATUS: dict[str, Any] = {
             "phase": "Bound",
             "kaleMarshal": False,
             "verdict": "ok",
+            "severity": None,
             "message": "Bound.",
             "hint": "",
         },
@@ -60,6 +64,7 @@ STATUS: dict[str, Any] = {
         "required": "RoleBinding vsphere-kale-psp -> ClusterRole psp:vmware-system-privileged",
         "present": False,
         "verdict": "missing",
+        "severity": "error",
         "message": "Pods cannot start.",
         "hint": "Click Reconcile.",
     },
@@ -69,6 +74,7 @@ STATUS: dict[str, Any] = {
         "rwxClassExists": True,
         "caBundleNotAfter": "2027-11-25T00:00:00Z",
         "verdict": "ok",
+        "severity": None,
         "message": "Webhook configured.",
         "hint": "",
     },
@@ -79,15 +85,19 @@ STATUS: dict[str, Any] = {
 }
 
 
+STATUS_NAMES = ["alice", "wf-1-kale-marshal-pvc", "vsan-default-storage-policy", "nfs-client"]
+
+
 def test_badge_shows_overall_namespace_count_and_source() -> None:
     out = render_badge(STATUS)
     assert 'data-overall="broken"' in out
-    assert "BROKEN" in out and "<b>alice</b>" in out
-    assert "2 problems" in out and "from the vsphere-kale service" in out
+    assert "BROKEN" in out and 'title="alice"' in out and ">alice</span>" in out
+    assert '<span class="vsk-count"' in out and ">2 problems<" in out
+    assert "from the vsphere-kale service" in out
     assert "admin API" not in out  # a data scientist's words, not ours
     assert "read-only" in render_badge({**STATUS, "source": "local"})
-    healthy_ps = {**STATUS["podSecurity"], "verdict": "ok"}
-    assert ": 1 problem<" in render_badge({**STATUS, "podSecurity": healthy_ps})
+    healthy_ps = {**STATUS["podSecurity"], "verdict": "ok", "severity": None}
+    assert ">1 problem<" in render_badge({**STATUS, "podSecurity": healthy_ps})
 
 
 def test_problem_count_matches_the_badges_whatever_the_problems_list_says() -> None:
@@ -96,18 +106,68 @@ def test_problem_count_matches_the_badges_whatever_the_problems_list_says() -> N
     assert count_problems(STATUS) == 2
     assert count_problems({**STATUS, "problems": []}) == 2
     assert count_problems({**STATUS, "problems": [{}] * 5}) == 2
-    pending = {**STATUS["pvcs"][1], "verdict": "pending"}
+    pending = {**STATUS["pvcs"][1], "verdict": "pending", "severity": "warning"}
     assert count_problems({**STATUS, "pvcs": [*STATUS["pvcs"], pending]}) == 3
-    unmanaged = {**STATUS["podSecurity"], "verdict": "unmanaged"}
+    # A claim that is Pending for a few seconds while its volume is made is "info" for the
+    # service (the overall stays healthy): no orange badge, not counted.
+    young = {**pending, "severity": "info"}
+    assert count_problems({**STATUS, "pvcs": [*STATUS["pvcs"], young]}) == 2
+    unmanaged = {**STATUS["podSecurity"], "verdict": "unmanaged", "severity": None}
     assert count_problems({**STATUS, "podSecurity": unmanaged}) == 1
+    # A document without severities (an older service): the verdict decides.
+    bare = {**STATUS, "pvcs": [{k: v for k, v in STATUS["pvcs"][0].items() if k != "severity"}]}
+    assert count_problems(bare) == 2
+
+
+def test_the_count_equals_the_problem_badges_drawn() -> None:
+    drawn = "".join(
+        (
+            render_pvc_table(STATUS["pvcs"]),
+            render_pod_security(STATUS["podSecurity"]),
+            render_webhook(STATUS["webhook"]),
+        )
+    )
+    assert drawn.count('data-problem="true"') == count_problems(STATUS) == 2
 
 
 def test_names_and_classes_never_wrap_mid_word() -> None:
     out = render_pvc_table(STATUS["pvcs"])
-    # every name/class cell is nowrap with an ellipsis, the full value in a tooltip
-    assert out.count("white-space:nowrap;overflow:hidden;text-overflow:ellipsis") >= 10
-    assert 'title="wf-1-kale-marshal-pvc"' in out
+    # every name and class is one no-wrap piece, cut with an ellipsis, the value in a tooltip
+    cut = "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+    assert out.count('class="vsk-name"') == 4 and out.count(cut) == 4
+    assert 'title="wf-1-kale-marshal-pvc"' in out and ">wf-1-kale-marshal-pvc</span>" in out
     assert 'title="vsan-default-storage-policy"' in out
+
+
+def test_names_inside_sentences_are_kept_whole() -> None:
+    # A browser may break a line after any hyphen of running text ("wf-1-kale-/marshal-pvc").
+    out = prose("Claim wf-1-kale-marshal-pvc is on vsan-default-storage-policy.", STATUS_NAMES)
+    assert '<span class="vsk-name" style="white-space:nowrap">wf-1-kale-marshal-pvc</span>' in out
+    assert 'white-space:nowrap">vsan-default-storage-policy</span>' in out
+    assert prose("a <b> c", STATUS_NAMES) == "a &lt;b&gt; c"
+    # the longer of two overlapping names wins
+    assert 'nowrap">nfs-client-2</span>' in prose("on nfs-client-2", ["nfs-client", "nfs-client-2"])
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "Rolebinding vsphere-kale-psp grants clusterrole/psp:x.",
+            "RoleBinding vsphere-kale-psp grants ClusterRole psp:x.",
+        ),
+        (
+            "create rolebinding alice/b -> clusterrole/c",
+            "create RoleBinding alice/b -> ClusterRole c",
+        ),
+        (
+            "binding my-rolebinding and rolebindings.rbac",
+            "binding my-rolebinding and rolebindings.rbac",
+        ),
+    ],
+)
+def test_kubernetes_kinds_are_cased_as_kubernetes_does(text: str, said: str) -> None:
+    assert kube_words(text) == said
 
 
 def test_ca_expiry_is_said_in_days_with_the_exact_time_in_a_tooltip() -> None:
@@ -128,10 +188,21 @@ def test_pvc_table_has_one_row_per_claim_with_hint_only_for_bad_ones() -> None:
     assert out.count('class="vsk-pvc-row"') == 2
     assert 'data-pvc="wf-1-kale-marshal-pvc"' in out
     assert "Kale marshal volume" in out
-    assert "rwx-on-block-class" in out and "vsan-default-storage-policy" in out
+    # The pill says it in words; the code stays in data-verdict and the tooltip.
+    assert 'data-verdict="rwx-on-block-class"' in out and ">cannot bind<" in out
+    assert "ReadWriteMany</span>" in out and "· Pending" in out
     # Hints are escaped: a claim name or message can never inject markup.
     assert "&lt;now&gt;" in out and "<now>" not in out
     assert out.count("Delete it and re-run") == 1
+    assert out.count("<details>") == 1  # the service's "why" for the stuck claim only
+
+
+def test_a_claim_the_panel_can_recreate_points_at_the_button() -> None:
+    out = render_pvc_table(
+        STATUS["pvcs"], recreatable=["wf-1-kale-marshal-pvc"], target_class="nfs-client"
+    )
+    assert "<b>Recreate on " in out and 'title="nfs-client"' in out
+    assert "Delete it and re-run" not in out
 
 
 def test_pvc_table_empty_namespace_says_so() -> None:
@@ -141,28 +212,54 @@ def test_pvc_table_empty_namespace_says_so() -> None:
 def test_pod_security_row_names_what_is_required_and_the_fix() -> None:
     out = render_pod_security(STATUS["podSecurity"])
     assert 'data-verdict="missing"' in out
-    assert "psp:vmware-system-privileged" in out and "— missing" in out
-    assert "Mode: <code>PodSecurityPolicy</code>" in out
-    # one line per fact: the mode and what it needs are separate lines
+    assert 'title="psp:vmware-system-privileged"' in out and "(missing)" in out
+    assert "Mode: PodSecurityPolicy" in out
+    # one line per fact: mode, what it needs, why, the fix
     assert out.count("<div>") == 4
     assert "Fix:" in out and "Click Reconcile." in out
-    ok = render_pod_security({**STATUS["podSecurity"], "verdict": "ok", "present": True})
-    assert "Fix:" not in ok and "— present" in ok
+    ok = render_pod_security(
+        {**STATUS["podSecurity"], "verdict": "ok", "severity": None, "present": True}
+    )
+    # When fine, the service's sentence would only say "present" a second time.
+    assert "Fix:" not in ok and "(present)" in ok and "Pods cannot start." not in ok
+    assert ok.count("<div>") == 2
     assert 'data-verdict="unknown"' in render_pod_security(None)
+
+
+def test_pod_security_labels_one_per_line() -> None:
+    psa = {
+        "mode": "psa",
+        "required": "labels pod-security.kubernetes.io/enforce=baseline, "
+        "pod-security.kubernetes.io/warn=restricted",
+        "present": True,
+        "verdict": "ok",
+        "severity": None,
+        "message": "namespace alice has the pod-security labels.",
+    }
+    out = render_pod_security(psa)
+    assert "Mode: Pod Security Admission" in out and "Needs these labels (present):" in out
+    assert '<div><span class="vsk-name" title="pod-security.kubernetes.io/enforce=baseline"' in out
+    assert '<div><span class="vsk-name" title="pod-security.kubernetes.io/warn=restricted"' in out
+    assert "has the pod-security labels" not in out
 
 
 def test_webhook_row_facts() -> None:
     out = render_webhook(STATUS["webhook"])
-    assert "nfs-client" in out and " exists" in out and 'title="2027-11-25T00:00:00Z"' in out
+    assert 'title="nfs-client"' in out and "(exists)" in out
+    assert 'title="2027-11-25T00:00:00Z"' in out
+    assert "Webhook configured." not in out  # the service's sentence only when something is wrong
     bad = render_webhook(
         {
             **STATUS["webhook"],
             "verdict": "class-missing",
+            "severity": "error",
             "rwxClassExists": False,
+            "message": "Storage class nfs-client does not exist.",
             "hint": "Install the NFS provisioner.",
         }
     )
-    assert "does not exist" in bad and "Install the NFS provisioner." in bad
+    assert "(does not exist)" in bad and "Install the NFS provisioner." in bad
+    assert 'data-problem="true"' in bad and "background:#c62828" in bad
 
 
 def test_reconcile_result_lists_outcome_and_actions() -> None:
@@ -179,15 +276,39 @@ def test_reconcile_result_lists_outcome_and_actions() -> None:
             ],
         }
     )
-    assert 'data-outcome="created"' in out and "<b>alice</b>" in out
-    assert "<li>create rolebinding alice/vsphere-kale-psp</li>" in out
+    assert 'data-outcome="created"' in out and "Reconcile <b>alice</b>" in out
+    assert "<li>create RoleBinding alice/vsphere-kale-psp</li>" in out
     assert "nothing to do" in render_reconcile_result({"results": []})
+
+
+def test_recreate_result_says_where_the_claim_went_in_words() -> None:
+    out = render_recreate_result(
+        {
+            "namespace": "alice",
+            "name": "wf-1-kale-marshal-pvc",
+            "storageClass": "nfs-client",
+            "originalStorageClass": "vsan-default-storage-policy",
+            "message": "claim alice/wf-1-kale-marshal-pvc recreated on nfs-client (was x)",
+        }
+    )
+    assert ">wf-1-kale-marshal-pvc</span> on <span" in out
+    assert ">vsan-default-storage-policy</span>)" in out and "It is empty" in out
+    assert "claim alice/" not in out  # the log sentence is not repeated
+
+
+def test_updated_time_is_a_clock_time_with_the_details_in_the_tooltip() -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 26, 14, 2, 11, tzinfo=dt.timezone.utc)
+    out = render_updated({"generatedAt": "2026-11-26T14:02:10Z"}, now=now)
+    assert ">Last updated at 14:02:11<" in out
+    assert 'title="2026-11-26 14:02:11 UTC (the service answered at 2026-11-26T14:02:10Z)"' in out
 
 
 @pytest.mark.parametrize(
     ("outcome", "colour"),
     [
-        ("conflict", "#c62828"),
+        ("conflict", "#b26a00"),
         ("failed", "#c62828"),
         ("created", "#1e7e34"),
         ("skipped", "#616161"),
@@ -198,6 +319,16 @@ def test_reconcile_outcome_colours_are_consistent(outcome: str, colour: str) -> 
     # A conflict is never green, and an outcome the panel does not know is not assumed good.
     out = render_reconcile_result({"results": [{"namespace": "a", "outcome": outcome}]})
     assert f"background:{colour}" in out
+
+
+def test_one_verdict_has_one_colour_in_every_row() -> None:
+    # A pod-security conflict is a warning for the service: orange there and in Reconcile's
+    # result alike.
+    conflict = {**STATUS["podSecurity"], "verdict": "conflict", "severity": "warning"}
+    assert "background:#b26a00" in render_pod_security(conflict)
+    result = render_reconcile_result({"results": [{"namespace": "a", "outcome": "conflict"}]})
+    assert "background:#b26a00" in result
+    assert "#1e7e34" not in render_pod_security(conflict) + result
 
 
 def test_recreate_is_offered_only_for_stuck_claims_an_admin_can_fix() -> None:
@@ -214,7 +345,7 @@ def test_primary_action_is_what_fixes_the_worst_problem() -> None:
     assert decide_primary_action(STATUS) == "recreate"
     ok_pvcs = {**STATUS, "pvcs": [STATUS["pvcs"][1]]}
     assert decide_primary_action(ok_pvcs) == "reconcile"
-    ok_ps = {**STATUS["podSecurity"], "verdict": "ok"}
+    ok_ps = {**STATUS["podSecurity"], "verdict": "ok", "severity": None}
     assert decide_primary_action({**ok_pvcs, "podSecurity": ok_ps}) == "none"
 
 
@@ -278,7 +409,14 @@ class FixedClient:
 
     def recreate_pvc(self, name: str) -> dict[str, Any]:
         self.calls.append(f"recreate {name}")
-        return {"name": name, "outcome": "recreated", "message": "Now on nfs-client."}
+        return {
+            "namespace": "alice",
+            "name": name,
+            "originalStorageClass": "vsan-default-storage-policy",
+            "storageClass": "nfs-client",
+            "uid": "u-2",
+            "message": f"claim alice/{name} recreated on nfs-client (was x)",
+        }
 
     def reconcile(self) -> dict[str, Any]:
         self.calls.append("reconcile")
@@ -331,6 +469,8 @@ def test_recreate_asks_for_confirmation_then_recreates_and_refreshes() -> None:
     (row,) = panel.recreate_box.children
     ask = row.children[-1]
     assert ask.description == "Recreate on nfs-client"
+    assert ask.button_style == "primary"  # the worst problem's fix is the highlighted button
+    assert panel.reconcile_button.button_style == ""
     ask.click()
     assert client.calls == ["status"]  # nothing happens before the confirmation
     yes, no = row.children[-2], row.children[-1]
@@ -339,13 +479,13 @@ def test_recreate_asks_for_confirmation_then_recreates_and_refreshes() -> None:
     row.children[-1].click()
     row.children[-2].click()
     assert client.calls == ["status", "recreate wf-1-kale-marshal-pvc", "status"]
-    assert "Now on nfs-client." in panel.result.value
+    assert "</span> on <span" in panel.result.value and ">nfs-client</span>" in panel.result.value
     assert yes.description == "Yes, recreate it"
 
 
 def test_reconcile_is_not_the_highlighted_button_when_pod_security_is_ok() -> None:
-    ok_ps = {**STATUS["podSecurity"], "verdict": "ok"}
+    ok_ps = {**STATUS["podSecurity"], "verdict": "ok", "severity": None}
     panel = HealthPanel(FixedClient({**STATUS, "podSecurity": ok_ps}))
     assert panel.reconcile_button.button_style == ""
     panel = HealthPanel(FixedClient({**STATUS, "pvcs": [STATUS["pvcs"][1]]}))
-    assert panel.reconcile_button.button_style == "warning"
+    assert panel.reconcile_button.button_style == "primary"

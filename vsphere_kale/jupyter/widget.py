@@ -259,8 +259,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         elif not status.get("canReconcile"):
             notes.append("You may read this status but not reconcile this namespace.")
         self.note.value = "".join(
-            f'<div class="vsk-note" style="color:{MUTED};line-height:1.45">{n}</div>'
-            for n in notes
+            f'<div class="vsk-note" style="color:{MUTED};line-height:1.45">{n}</div>' for n in notes
         )
         self.updated.value = render_updated(status, now=dt.datetime.now().astimezone())
 

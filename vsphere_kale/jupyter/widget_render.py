@@ -71,11 +71,12 @@ _MODE_NAMES = {"psp": "PodSecurityPolicy", "psa": "Pod Security Admission"}
 # Kubernetes kinds as Kubernetes writes them. The reconciler's sentences use kubectl's
 # lower-case resource words ("create rolebinding a/b -> clusterrole/c"), fine in a log, not
 # in a panel.
-# Only whole words: "my-rolebinding" is a name and stays as it is.
+# Only whole words, in any case (a sentence may start "Rolebinding x ..."); "my-rolebinding"
+# is a name and stays as it is.
 _KINDS = (
-    (re.compile(r"(?<![\w./-])rolebindings?(?![\w-])"), "RoleBinding"),
-    (re.compile(r"(?<![\w./-])clusterroles?/"), "ClusterRole "),
-    (re.compile(r"(?<![\w./-])clusterroles?(?![\w-])"), "ClusterRole"),
+    (re.compile(r"(?<![\w./-])rolebinding(?![\w-])", re.IGNORECASE), "RoleBinding"),
+    (re.compile(r"(?<![\w./-])clusterrole/", re.IGNORECASE), "ClusterRole "),
+    (re.compile(r"(?<![\w./-])clusterrole(?![\w-])", re.IGNORECASE), "ClusterRole"),
 )
 _NAME = "white-space:nowrap"
 # A name that may be longer than the line: an inline block, so it can be cut with an ellipsis.
@@ -118,9 +119,7 @@ def prose(text: object, names: Iterable[object] = ()) -> str:
     if not known:
         return out
     pattern = re.compile("|".join(re.escape(n) for n in reversed(known)))
-    return pattern.sub(
-        lambda m: f'<span class="vsk-name" style="{_NAME}">{m.group(0)}</span>', out
-    )
+    return pattern.sub(lambda m: f'<span class="vsk-name" style="{_NAME}">{m.group(0)}</span>', out)
 
 
 def pill(text: str, colour: str, *, title: str = "", attrs: str = "") -> str:
@@ -385,12 +384,10 @@ def render_reconcile_result(result: Mapping[str, Any]) -> str:
         outcome = str(item.get("outcome") or "?")
         colour = _OUTCOME_COLOURS.get(outcome, MUTED)
         namespace = str(item.get("namespace", "?"))
-        actions = "".join(
-            f"<li>{prose(a, [namespace])}</li>" for a in item.get("actions") or []
-        )
+        actions = "".join(f"<li>{prose(a, [namespace])}</li>" for a in item.get("actions") or [])
         items.append(
             f'<div data-outcome="{e(outcome)}"><div style="{_LINE}">'
-            f'<span style="{_NAME}">Reconcile {name(namespace)}</span>{pill(outcome, colour)}'
+            f'<span style="{_NAME}">Reconcile <b>{e(namespace)}</b></span>{pill(outcome, colour)}'
             f"<span>{prose(item.get('message') or '', [namespace])}</span></div>"
             + (f"<ul style='margin:2px 0'>{actions}</ul>" if actions else "")
             + "</div>"
@@ -450,7 +447,7 @@ def render_error(message: str) -> str:
 
 
 def render_updated(status: Mapping[str, Any], *, now: dt.datetime) -> str:
-    """ "Updated at 14:02:11" in the notebook's local time; the date and the service's own
+    """ "Last updated at 14:02:11" in the notebook's local time; the date and the service's own
     timestamp in the tooltip."""
     generated = str(status.get("generatedAt") or "")
     tip = now.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
@@ -458,5 +455,5 @@ def render_updated(status: Mapping[str, Any], *, now: dt.datetime) -> str:
         tip += f" (the service answered at {generated})"
     return (
         f'<span title="{e(tip)}" style="color:{MUTED};white-space:nowrap">'
-        f"Updated at {e(now.strftime('%H:%M:%S'))}</span>"
+        f"Last updated at {e(now.strftime('%H:%M:%S'))}</span>"
     )
