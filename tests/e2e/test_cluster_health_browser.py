@@ -20,9 +20,17 @@ import pytest
 from kubernetes import client, config, watch
 from playwright.sync_api import Page, expect
 
-pytestmark = pytest.mark.e2e
+# A hang guard, not a bound on anything measured: one test includes the start of its
+# flavor's playground and JupyterLab's first load on 2 shared cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 WIDTHS = (850, 1280)
+RED, ORANGE, GREEN, GREY = (
+    "rgb(198, 40, 40)",
+    "rgb(178, 106, 0)",
+    "rgb(30, 126, 52)",
+    "rgb(97, 97, 97)",
+)
 MARSHAL = "wf-1-kale-marshal-pvc"
 
 # The lines the text of an element occupies on screen: 1 unless it wraps. Text nodes only
@@ -63,6 +71,14 @@ def check_panel_reads_well(page: Page, where: str) -> None:
     assert match, f"{where}: count reads {count!r}"
     badges = panel.locator("[data-problem='true']").count()
     assert int(match.group(1)) == badges, f"{where}: says {count!r}, shows {badges} problem badges"
+    # One colour per meaning: problems red or orange, fine ones green or grey, never mixed.
+    for pill in panel.locator(".vsk-verdict").all():
+        colour = pill.evaluate("el => getComputedStyle(el).backgroundColor")
+        verdict = pill.get_attribute("data-verdict")
+        if pill.get_attribute("data-problem") == "true":
+            assert colour in (RED, ORANGE), f"{where}: problem {verdict} is {colour}"
+        else:
+            assert colour in (GREEN, GREY), f"{where}: {verdict} is {colour}"
     # Nothing is pushed off the right edge of the output area.
     assert not panel.evaluate(_IS_CUT), f"{where}: the panel is wider than the output area"
 
