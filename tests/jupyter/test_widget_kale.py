@@ -181,7 +181,13 @@ def test_recreate_is_offered_from_the_services_verdict_when_the_notebook_cannot_
     pvc_row = {"name": "features", "phase": "Pending", "verdict": "rwx-on-block-class"}
     doc = status(kale, pvcs=[pvc_row])
     assert kale_recreatable(doc) == ["features"]
-    assert "StorageClasses could not be read" in render_kale_section(doc)
+    html = render_kale_section(doc, recreatable=["features"], target="nfs-client")
+    assert "StorageClasses could not be read" in html
+    # and the row says what the service knows, with the service's fix
+    pvc_row |= {"message": "It asks ReadWriteMany on a block class.", "hint": "Recreate it."}
+    html = render_kale_section(status(kale, pvcs=[pvc_row]), recreatable=["features"])
+    assert "the vsphere-kale service says rwx-on-block-class: It asks" in row(html, "features")
+    assert "<i>Fix:</i> Recreate it." in row(html, "features")
     # never in the read-only local view, nor for a caller who may not repair
     assert kale_recreatable(status(kale, pvcs=[pvc_row], source="local")) == []
     assert kale_recreatable(status(kale, pvcs=[pvc_row], canReconcile=False)) == []

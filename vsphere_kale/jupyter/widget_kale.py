@@ -124,7 +124,32 @@ def _claim_words(claim: object) -> str:
     return f"{modes} · {klass_words} · {claim.get('phase') or '?'}"
 
 
-def _row(volume: Mapping[str, Any], *, recreatable: bool, target: str) -> str:
+# Kale verdicts that only say "not bound, reason unknown": the service, which may read the
+# StorageClasses a notebook identity may not, usually knows why.
+_VAGUE = frozenset({"pending", "unknown"})
+
+
+def _service_view(volume: Mapping[str, Any], pvc: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(message, hint) to show: the service's own row for the claim when it knows more."""
+    message = str(volume.get("message") or "")
+    hint = str(volume.get("hint") or "")
+    if pvc is None or volume.get("verdict") not in _VAGUE:
+        return message, hint
+    if str(pvc.get("verdict") or "") in ("", "ok", *_VAGUE):
+        return message, hint
+    return (
+        f"{message}; the vsphere-kale service says {pvc.get('verdict')}: {pvc.get('message')}",
+        str(pvc.get("hint") or hint),
+    )
+
+
+def _row(
+    volume: Mapping[str, Any],
+    *,
+    recreatable: bool,
+    target: str,
+    pvc: Mapping[str, Any] | None = None,
+) -> str:
     name = str(volume.get("name") or "(no name)")
     kind = str(volume.get("type") or "?")
     name_html = f'<span title="{_e(name)}">{_e(name)}</span>'
@@ -138,8 +163,7 @@ def _row(volume: Mapping[str, Any], *, recreatable: bool, target: str) -> str:
         if verdict == "unknown"
         else _SEVERITY_COLOURS.get(str(volume.get("severity")), _MUTED)
     )
-    message = str(volume.get("message") or "")
-    hint = str(volume.get("hint") or "")
+    message, hint = _service_view(volume, pvc)
     problem = volume.get("fit") is False or volume.get("severity") in ("warning", "error")
     fix = ""
     if problem:
@@ -211,8 +235,19 @@ def render_kale_section(
             for h in ("Volume", "Mount point", "Claim", "Verdict", "Why and fix")
         )
         offered = set(recreatable)
+        pvcs = status.get("pvcs")
+        by_name = {
+            str(p.get("name")): p for p in (pvcs if isinstance(pvcs, list) else [])
+            if isinstance(p, Mapping)
+        }  # fmt: skip
         rows = "".join(
-            _row(v, recreatable=str(v.get("name") or "") in offered, target=target) for v in volumes
+            _row(
+                v,
+                recreatable=str(v.get("name") or "") in offered,
+                target=target,
+                pvc=by_name.get(str(v.get("name") or "")) if v.get("type") == "pvc" else None,
+            )
+            for v in volumes
         )
         parts.append(
             '<table class="vsk-kale-volumes" style="border-collapse:collapse">'
