@@ -30,6 +30,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 NOTEBOOK = "kale-train.ipynb"
 BLOCK = "vsan-default-storage-policy"
+OPT_OUT = "vsphere-kale.io/rewrite-storage-class"
 
 
 def kale_notebook() -> dict[str, Any]:
@@ -74,13 +75,19 @@ def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
     core.create_namespaced_persistent_volume_claim("alice", claim("raw-data", "ReadWriteOnce"))
     core.create_namespaced_persistent_volume_claim(
         "alice",
-        claim("features", "ReadWriteMany", **{"vsphere-kale.io/rewrite-storage-class": "false"}),
+        claim("features", "ReadWriteMany", **{OPT_OUT: "false"}),
     )
 
     def phase(name: str) -> str:
         return str(core.read_namespaced_persistent_volume_claim(name, "alice").status.phase)
 
     wait_for("raw-data Bound", lambda: phase("raw-data") == "Bound" or None, timeout=30)
+    # features asked for the block class on purpose (opted out), then the user dropped the
+    # opt-out as the panel's hint says: stuck on the block class, as if made before the
+    # webhook, and the service may now recreate it.
+    core.patch_namespaced_persistent_volume_claim(
+        "features", "alice", {"metadata": {"annotations": {OPT_OUT: None}}}
+    )
     # and the Kale 2 notebook in the Lab's root directory
     (sandbox_cli.workdir / "notebooks" / NOTEBOOK).write_text(json.dumps(kale_notebook()))
 
@@ -142,6 +149,12 @@ def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
             timeout=30,
         )
         assert moved
+        # and once the NFS provisioner bound it, Refresh shows the volume fit for the steps
+        wait_for("features Bound", lambda: phase("features") == "Bound" or None, timeout=30)
+        page.locator("button.vsk-refresh").click()
+        expect(features).to_have_attribute("data-verdict", "ok")
+        expect(page.locator(".vsk-kale-actions .vsk-recreate-row")).to_have_count(0)
+        expect(raw).to_have_attribute("data-verdict", "rwo")  # still needs the copy
     finally:
         page.screenshot(path=str(artifacts / "kale-notebook.png"))
         page.close()

@@ -193,6 +193,21 @@ def test_recreate_is_offered_from_the_services_verdict_when_the_notebook_cannot_
     assert kale_recreatable(status(kale, pvcs=[pvc_row], canReconcile=False)) == []
 
 
+def test_no_button_where_the_service_would_refuse_the_recreation() -> None:
+    opted_out = copy.deepcopy(STUCK)
+    opted_out["metadata"]["annotations"] = {"vsphere-kale.io/rewrite-storage-class": "false"}
+    kale = section(NOTEBOOK, [RAW_DATA, opted_out])
+    refusals = {v["name"]: v.get("recreateRefusal") for v in kale["volumes"]}
+    assert "opts out of class rewriting" in refusals["features"]
+    assert "is Bound to a volume: recreating it would lose" in refusals["raw-data"]
+    pvc_row = {"name": "features", "phase": "Pending", "verdict": "rwx-on-block-class"}
+    assert kale_recreatable(status(kale, pvcs=[pvc_row])) == []
+    # the same claim without the opt-out is offered
+    kale = section(NOTEBOOK, [RAW_DATA, STUCK])
+    assert {v["name"]: v.get("recreateRefusal") for v in kale["volumes"]}["features"] is None
+    assert kale_recreatable(status(kale, pvcs=[pvc_row])) == ["features"]
+
+
 def test_notebook_without_kale_metadata_shows_nothing() -> None:
     plain = {"nbformat": 4, "cells": [], "metadata": {}}
     kale = section(plain, [])

@@ -38,7 +38,8 @@ from tornado import web
 from vsphere_kale.errors import VsphereKaleError
 from vsphere_kale.health.kale_status import KaleInputs, build_section, collect_kale_inputs
 from vsphere_kale.jupyter.service import HealthService
-from vsphere_kale.settings import StorageSettings
+from vsphere_kale.policy.recreate import RecreateRefusal, plan_recreate
+from vsphere_kale.settings import Settings, StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,34 @@ async def fetch_status_with_kale(
     return document
 
 
+def decide_recreate_refusals(inputs: KaleInputs, storage: StorageSettings) -> dict[str, str]:
+    """Claim name -> why the service would refuse to recreate it, by the service's own rule
+    (:func:`~vsphere_kale.policy.recreate.plan_recreate`) on what the claim itself shows:
+    Bound, restored from a data source, opted out of the rewrite, no RWX class. Pods are not
+    read here (the service checks them); with StorageClasses unreadable, "is it stuck" is
+    left to the verdicts."""
+    classes = {str((c.get("metadata") or {}).get("name", "")): c for c in inputs.classes or ()}
+    settings = Settings(storage=storage)
+    refusals = {}
+    for claim in inputs.claims:
+        plan = plan_recreate(claim, pods=(), storage_classes=classes, settings=settings)
+        if isinstance(plan, RecreateRefusal) and not (
+            plan.reason == "not-stuck" and inputs.classes is None
+        ):
+            refusals[str((claim.get("metadata") or {}).get("name", ""))] = plan.message
+    return refusals
+
+
 def build_status_section(
     notebook: Any, inputs: KaleInputs, *, path: str, namespace: str, storage: StorageSettings
 ) -> dict[str, Any]:
-    """:func:`~vsphere_kale.health.kale_status.build_section` plus where the notebook is and
-    whether it has Kale metadata (the panel shows the section only then)."""
+    """:func:`~vsphere_kale.health.kale_status.build_section` plus where the notebook is,
+    whether it has Kale metadata (the panel shows the section only then) and, per volume
+    with a claim, ``recreateRefusal``: why the one-click recreation would be refused, or
+    ``null`` (the panel offers it only then, and only for a claim that cannot bind)."""
     section = build_section(notebook, inputs, namespace=namespace, storage=storage, source=path)
+    refusals = decide_recreate_refusals(inputs, storage)
+    for volume in section["volumes"]:
+        if volume.get("claim") is not None:
+            volume["recreateRefusal"] = refusals.get(str(volume.get("name")))
     return {"notebook": path, "kaleMetadata": inputs.notebook is not None, **section}

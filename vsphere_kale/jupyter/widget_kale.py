@@ -103,6 +103,8 @@ def kale_recreatable(status: Mapping[str, Any]) -> list[str]:
         claim = volume.get("claim")
         if not name or volume.get("type") != "pvc" or not isinstance(claim, Mapping):
             continue
+        if volume.get("recreateRefusal"):
+            continue  # the service would refuse (bound, opted out, restored): no button
         unbound = claim.get("phase") != "Bound"
         offered = name in by_service or (volume.get("verdict") in RECREATABLE and unbound)
         if offered and name not in names:
@@ -171,9 +173,7 @@ def _row(
         if hint:
             fix += f'<div class="vsk-kale-hint"><i>Fix:</i> {_e(hint)}</div>'
         if recreatable:
-            fix += (
-                f"<div><i>Or:</i> Recreate on {_e(target)} below (the claim holds no data).</div>"
-            )
+            fix += f"<div><i>Or:</i> Recreate on {_e(target)} below (it holds no data yet).</div>"
     cells = (
         (_NAME_CELL, name_html),
         (_NAME_CELL, f'<span title="{_e(mount)}">{_e(mount)}</span>'),
