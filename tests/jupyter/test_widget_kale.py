@@ -188,6 +188,9 @@ def test_recreate_is_offered_from_the_services_verdict_when_the_notebook_cannot_
     html = render_kale_section(status(kale, pvcs=[pvc_row]), recreatable=["features"])
     assert "the vsphere-kale service says rwx-on-block-class: It asks" in row(html, "features")
     assert "<i>Fix:</i> Recreate it." in row(html, "features")
+    # with the service's pill, as in its table row
+    assert 'data-verdict="rwx-on-block-class"' in row(html, "features")
+    assert f"background:{_BAD}" in row(html, "features")
     # never in the read-only local view, nor for a caller who may not repair
     assert kale_recreatable(status(kale, pvcs=[pvc_row], source="local")) == []
     assert kale_recreatable(status(kale, pvcs=[pvc_row], canReconcile=False)) == []

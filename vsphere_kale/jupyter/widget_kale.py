@@ -28,6 +28,7 @@ from vsphere_kale.jupyter.widget import (
     _MUTED,
     _NAME_CELL,
     _TEXT_CELL,
+    _VERDICT_COLOURS,
     _WARN,
     RECREATABLE,
     _e,
@@ -131,16 +132,23 @@ def _claim_words(claim: object) -> str:
 _VAGUE = frozenset({"pending", "unknown"})
 
 
-def _service_view(volume: Mapping[str, Any], pvc: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(message, hint) to show: the service's own row for the claim when it knows more."""
+def _service_view(
+    volume: Mapping[str, Any], pvc: Mapping[str, Any] | None
+) -> tuple[str, str, str, str]:
+    """(verdict, colour, message, hint) to show: the service's own row for the claim when
+    the notebook's verdict is vague and the service's is not (same pill as its table row)."""
+    verdict = str(volume.get("verdict") or "unknown")
+    severity = str(volume.get("severity"))
+    colour = _MUTED if verdict == "unknown" else _SEVERITY_COLOURS.get(severity, _MUTED)
     message = str(volume.get("message") or "")
     hint = str(volume.get("hint") or "")
-    if pvc is None or volume.get("verdict") not in _VAGUE:
-        return message, hint
-    if str(pvc.get("verdict") or "") in ("", "ok", *_VAGUE):
-        return message, hint
+    service = str((pvc or {}).get("verdict") or "")
+    if pvc is None or verdict not in _VAGUE or service in ("", "ok", *_VAGUE):
+        return verdict, colour, message, hint
     return (
-        f"{message}; the vsphere-kale service says {pvc.get('verdict')}: {pvc.get('message')}",
+        service,
+        _VERDICT_COLOURS.get(service, _BAD),
+        f"{message}; the vsphere-kale service says {service}: {pvc.get('message')}",
         str(pvc.get("hint") or hint),
     )
 
@@ -159,13 +167,7 @@ def _row(
         name_html += f'<div style="color:{_MUTED};font-size:0.9em">type {_e(kind)}</div>'
     mount = str(volume.get("mountPoint") or "-")
     claim = _claim_words(volume.get("claim"))
-    verdict = str(volume.get("verdict") or "unknown")
-    colour = (
-        _MUTED
-        if verdict == "unknown"
-        else _SEVERITY_COLOURS.get(str(volume.get("severity")), _MUTED)
-    )
-    message, hint = _service_view(volume, pvc)
+    verdict, colour, message, hint = _service_view(volume, pvc)
     problem = volume.get("fit") is False or volume.get("severity") in ("warning", "error")
     fix = ""
     if problem:
