@@ -211,8 +211,28 @@ async def test_kernel_id_finds_the_notebook_through_its_session_even_after_a_ren
         kale = (await status_for(jp_fetch, kernel=kernel_id))["kale"]
         assert kale["notebook"] == "pipelines/train-v2.ipynb"
         assert kale["kaleMetadata"] is True and kale["fit"] is False
+        # When the notebook is deleted under the running session
+        await jp_fetch(
+            "api", "contents", "pipelines", "train-v2.ipynb", method="DELETE", headers=headers
+        )
+        # Then the status still answers, the section says why it has nothing
+        status = await status_for(jp_fetch, kernel=kernel_id)
+        assert status["pvcs"]
+        kale = status["kale"]
+        assert (kale["notebook"], kale["kaleMetadata"]) == ("pipelines/train-v2.ipynb", False)
+        assert kale["error"] == "no notebook pipelines/train-v2.ipynb under the Jupyter root"
     finally:
         await jp_fetch("api", "sessions", session["id"], method="DELETE", headers=headers)
+
+
+async def test_jpy_session_name_is_a_filesystem_path_fixed_at_kernel_start(
+    jp_serverapp: Any, notebooks: Path
+) -> None:
+    """Why the extension maps the kernel id through the session manager instead: the
+    installed jupyter_server gives kernels an absolute filesystem path, not a contents path
+    (and the environment of a running kernel never follows a rename)."""
+    env = jp_serverapp.session_manager.get_kernel_env("pipelines/train.ipynb", "train.ipynb")
+    assert env["JPY_SESSION_NAME"] == str(notebooks / "pipelines" / "train.ipynb")
 
 
 async def test_kernel_without_a_notebook_session_shows_no_kale_section(
