@@ -2,7 +2,8 @@
 
 Routes (under the server's ``base_url``, e.g. ``/notebook/alice/nb/`` on Kubeflow):
 
-- ``GET  vsphere-kale/api/status``    -> NamespaceStatus JSON (admin API, else local read-only)
+- ``GET  vsphere-kale/api/status``    -> NamespaceStatus JSON (admin API, else local read-only);
+  with ``?kernel=<id>`` or ``?path=<notebook>`` also that notebook's ``kale`` section
 - ``POST vsphere-kale/api/reconcile`` -> ReconcileResult JSON (admin API only)
 - ``POST vsphere-kale/api/persistentvolumeclaims/{name}/recreate`` -> the recreation's result
   (admin API only: the service checks the caller's permission and refuses unsafe claims)
@@ -32,6 +33,11 @@ from vsphere_kale.errors import (
     VsphereKaleError,
 )
 from vsphere_kale.jupyter.admin_client import AdminApiError, AdminApiUnavailable
+from vsphere_kale.jupyter.kale_status import (
+    NotebookRequestError,
+    decide_notebook_query,
+    fetch_status_with_kale,
+)
 from vsphere_kale.jupyter.service import HealthService
 
 SERVICE_KEY = "vsphere_kale_health"
@@ -67,6 +73,8 @@ def http_error(exc: VsphereKaleError) -> web.HTTPError:
     if isinstance(exc, AdminApiError):
         # 401/403/404 from the admin API are the answer, passed through unchanged.
         code, reason = exc.code, exc.reason
+    elif isinstance(exc, NotebookRequestError):
+        code = exc.code
     elif isinstance(exc, AdminApiUnavailable | KubeUnavailable | ConfigError):
         # ConfigError: the extension is not set up for this pod; nothing the request can fix.
         code = 503
@@ -133,7 +141,16 @@ class StatusHandler(_HealthHandler):
         # and echoes it in X-XSRFToken on its next POST.
         _ = self.xsrf_token
         try:
-            status = await self.health.status()
+            # ?kernel=<id> or ?path=<notebook>: the notebook's Kale volumes too (kale_status).
+            query = decide_notebook_query(
+                self.get_query_argument("kernel", None), self.get_query_argument("path", None)
+            )
+            status = await fetch_status_with_kale(
+                self.health,
+                query,
+                contents_manager=self.contents_manager,
+                session_manager=self.session_manager,
+            )
         except VsphereKaleError as exc:
             self.fail(exc)
         self.finish(json.dumps(status))

@@ -36,6 +36,17 @@ class LocalStatus:
         self._kube: Kube | None = None
         self._mode: str | None = None
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def kube(self) -> Kube:
+        """The notebook identity's client, built on first use (the Kale section reads with it)."""
+        with self._lock:
+            if self._kube is None:
+                self._kube = Kube.from_kubeconfig(self._kubeconfig)
+            return self._kube
+
     def _resolved(self) -> tuple[Kube, str]:
         with self._lock:
             if self._kube is None:

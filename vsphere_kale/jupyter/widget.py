@@ -76,7 +76,9 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
     """PVC and pod-security health of the notebook's namespace, with Refresh and Reconcile.
 
     ``client`` is found automatically (NB_PREFIX on Kubeflow, else the server that launched
-    this kernel); pass ``url``/``token`` or a ``client`` to point it elsewhere.
+    this kernel); pass ``url``/``token`` or a ``client`` to point it elsewhere. In a notebook
+    with Kale metadata it also shows that notebook's Kale volumes (found from this kernel's
+    id; ``notebook="path/x.ipynb"`` names another notebook under the Jupyter root).
     """
 
     def __init__(
@@ -85,9 +87,14 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         *,
         url: str | None = None,
         token: str = "",
+        notebook: str | None = None,
         refresh: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Imported here: the Kale section builds on this module's pills and cells.
+        from vsphere_kale.jupyter.widget_kale import KaleSection
+
+        self.kale = KaleSection()
         self.badge = widgets.HTML(value="<i>Loading…</i>")
         self.updated = widgets.HTML(value="")
         self.refresh_button = widgets.Button(
@@ -137,6 +144,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
                 # is gone once the claim is fixed.
                 self.result,
                 self.note,
+                self.kale,
                 self.pvc_table,
                 self.recreate_box,
                 self.pod_security,
@@ -149,6 +157,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         self._client = client
         self._url = url
         self._token = token
+        self._notebook = notebook
         if refresh:
             self.refresh()
 
@@ -156,20 +165,22 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
     def client(self) -> StatusClient:
         if self._client is None:
             from vsphere_kale.jupyter.widget_client import ServerRef
+            from vsphere_kale.jupyter.widget_kale import decide_status_query, find_kernel_id
 
             server = (
                 ServerRef(self._url if self._url.endswith("/") else self._url + "/", self._token)
                 if self._url
                 else find_server()
             )
-            self._client = JupyterHealthClient(server)
+            query = decide_status_query(self._notebook, kernel_id=find_kernel_id())
+            self._client = JupyterHealthClient(server, query=query)
         return self._client
 
     def _busy(self, busy: bool) -> None:
         self.refresh_button.disabled = busy
         can = bool(self.status and self.status.get("canReconcile"))
         self.reconcile_button.disabled = busy or not can
-        for row in self.recreate_box.children:
+        for row in (*self.recreate_box.children, *self.kale.actions.children):
             for button in row.children:
                 if isinstance(button, widgets.Button):
                     button.disabled = busy
@@ -236,17 +247,27 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
         pvcs = status.get("pvcs") or []
         names = status_names(status)
         recreatable = recreatable_claims(status)
+        primary = decide_primary_action(status)
+        # The Kale section offers Recreate for the claims it shows; the namespace table then
+        # does not offer the same button a second time.
+        in_kale = self.kale.show(
+            status,
+            recreate_row=lambda claim: self._recreate_row(claim, primary=primary == "recreate"),
+            target=self._target_class(),
+        )
         self.pvc_table.value = render_pvc_table(
             pvcs if isinstance(pvcs, list) else [],
             names=names,
+            # Its fix points at the button, whether it sits here or in the Kale section.
             recreatable=recreatable,
             target_class=self._target_class(),
         )
         self.pod_security.value = render_pod_security(status.get("podSecurity"), names=names)
         self.webhook.value = render_webhook(status.get("webhook"), names=names)
-        primary = decide_primary_action(status)
         self.recreate_box.children = tuple(
-            self._recreate_row(claim, primary=primary == "recreate") for claim in recreatable
+            self._recreate_row(claim, primary=primary == "recreate")
+            for claim in recreatable
+            if claim not in in_kale
         )
         self.reconcile_button.button_style = "primary" if primary == "reconcile" else ""
         notes = []

@@ -99,9 +99,13 @@ def _error_sentence(exc: urllib.error.HTTPError, *, what: str) -> str:
 class JupyterHealthClient:
     """Blocking HTTP client for the extension's endpoints (the kernel has no spare loop)."""
 
-    def __init__(self, server: ServerRef, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: ServerRef, *, timeout: float = 30.0, query: Mapping[str, str] | None = None
+    ) -> None:
         self.server = server
         self.timeout = timeout
+        self.query = dict(query or {})
+        """Sent with every status read: ``kernel``/``path`` adds the notebook's Kale volumes."""
         self._cookies = CookieJar()
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(self._cookies)
@@ -150,7 +154,8 @@ class JupyterHealthClient:
         return body
 
     def fetch_status(self) -> dict[str, Any]:
-        return self._send("GET", STATUS_PATH)
+        query = urllib.parse.urlencode(self.query)
+        return self._send("GET", f"{STATUS_PATH}?{query}" if query else STATUS_PATH)
 
     def reconcile(self) -> dict[str, Any]:
         if self._xsrf_cookie() is None:

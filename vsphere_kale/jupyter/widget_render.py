@@ -258,7 +258,7 @@ def render_pvc_table(
                     f'<div style="color:{MUTED}">{prose(pvc["message"], known)}</div></details>'
                 )
             hint = (
-                f"use <b>Recreate on {name(target_class)}</b> below (the claim is empty "
+                f"use <b>Recreate on {name(target_class)}</b> (the claim is empty "
                 "and unbound: nothing is lost), then re-run the pipeline step"
                 if raw_name in can_recreate and target_class
                 else prose(pvc.get("hint") or "", known)
