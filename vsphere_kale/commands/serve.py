@@ -135,6 +135,12 @@ async def _run(
     show_default=True,
     help="Seconds a replica may be silent before another takes the leader Lease.",
 )
+@click.option(
+    "--no-webhook",
+    is_flag=True,
+    help="Serve no webhook route (install --admission policy: kube-apiserver rewrites claims "
+    "itself); the reconciler, admin API and probes stay.",
+)
 @click.option("--renew-deadline", type=float, default=10.0, show_default=True)
 @click.option("--retry-period", type=float, default=2.0, show_default=True)
 def serve_command(
@@ -150,6 +156,7 @@ def serve_command(
     no_cert_rotation: bool,
     identity: str | None,
     lease_duration: int,
+    no_webhook: bool,
     renew_deadline: float,
     retry_period: float,
 ) -> None:
@@ -164,7 +171,7 @@ def serve_command(
     if not 0 < retry_period < renew_deadline < lease_duration:
         raise click.UsageError("need 0 < --retry-period < --renew-deadline < --lease-duration")
     settings = load_settings(config_path, rwx_storage_class=rwx_storage_class)
-    if settings.storage.rwx_storage_class is None:
+    if settings.storage.rwx_storage_class is None and not no_webhook:
         raise ConfigError(
             "storage.rwxStorageClass",
             "required for the webhook; set it in --config or pass --rwx-storage-class",
@@ -196,6 +203,7 @@ def serve_command(
             client_ca_file=client_ca_file,
             extra_handlers=_admin_routes(kube, settings, reconciler),
             ready_checks=[_synced_check(reconciler)],
+            mutate=not no_webhook,
         )
         reconciler.metrics.register_into(server.registry)
         rotator = None
