@@ -92,6 +92,7 @@ class WebhookServer:
         app_settings: Mapping[str, Any] | None = None,
         reload_interval: float = 1.0,
         mutate: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         self.limits = settings.server
@@ -103,6 +104,9 @@ class WebhookServer:
         self._requested_port = port
         self._ready_checks = tuple(ready_checks)
         self.mutate = mutate
+        self._reuse_port = reuse_port
+        """SO_REUSEPORT: several processes listen on one port and the kernel spreads new
+        connections over them (``webhook --workers N``)."""
         """False with ``serve --no-webhook`` (install --admission policy): no review route."""
         self._reload_interval = reload_interval
         self._cert_file = Path(cert_file)
@@ -238,7 +242,9 @@ class WebhookServer:
         )
         http.webhook = self
         self._http = http
-        sockets = tornado.netutil.bind_sockets(self._requested_port, address=self._address)
+        sockets = tornado.netutil.bind_sockets(
+            self._requested_port, address=self._address, reuse_port=self._reuse_port
+        )
         self._http.add_sockets(sockets)
         self._port = sockets[0].getsockname()[1]
         self._reloader = tornado.ioloop.PeriodicCallback(
