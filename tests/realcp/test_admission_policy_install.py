@@ -164,3 +164,19 @@ def test_offline_render_takes_the_version_from_the_flag() -> None:
         done.stdout
     )
     assert "paramKind" not in done.stdout
+
+
+def test_switching_modes_removes_the_other_mode(cluster: Cluster) -> None:
+    kube = cluster.kube
+    # Given policy mode, when the admin installs the webhook mode
+    out = cluster.cli("install", "--rwx-storage-class", NFS_CLASS)
+    # Then the webhook configuration is there and our policies are gone
+    assert kube.get_optional(r.MUTATING_WEBHOOK_CONFIGURATION, "vsphere-kale") is not None
+    for kind in POLICY_KINDS:
+        assert kube.get_optional(kind, admission_policy.MUTATING_POLICY) is None, kind.kind
+    assert "mutatingadmissionpolicy.admissionregistration.k8s.io/vsphere-kale deleted" in out
+    # and back: the webhook configuration goes, the policies act again
+    out = _install(cluster)
+    assert kube.get_optional(r.MUTATING_WEBHOOK_CONFIGURATION, "vsphere-kale") is None
+    assert "mutatingwebhookconfiguration.admissionregistration.k8s.io/vsphere-kale deleted" in out
+    wait_until_policy_active(kube, cluster.team, NFS_CLASS)

@@ -2,9 +2,9 @@
 
 One process, two halves that share the API client and the ``/metrics`` registry:
 
-- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, ``/healthz``, ``/readyz``,
-  ``/metrics``) plus the admin API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop
-  in the main thread;
+- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, unless ``--no-webhook``
+  for ``install --admission policy``; ``/healthz``, ``/readyz``, ``/metrics``) plus the admin
+  API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
   leader, the serving certificate's :class:`~vsphere_kale.install.rotation.CertificateRotator`
@@ -207,7 +207,10 @@ def serve_command(
         )
         reconciler.metrics.register_into(server.registry)
         rotator = None
-        if not no_cert_rotation and scratch is None:
+        # --no-webhook (install --admission policy): the rotation's steps keep the webhook's
+        # caBundle and the Secret in lock-step, and there is no webhook configuration to read;
+        # install renews a certificate that expires within 30 days and doctor warns before.
+        if not no_cert_rotation and not no_webhook and scratch is None:
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
@@ -218,6 +221,11 @@ def serve_command(
         configure_logging(log_format, level=level)
         # The client's leader election logs every renewal at INFO.
         logging.getLogger("leaderelection").setLevel(max(level, logging.WARNING))
+        if no_webhook:
+            log.info(
+                "no webhook route (install --admission policy: kube-apiserver rewrites claims "
+                "itself); certificate rotation is off, re-run install to renew"
+            )
         if scratch is not None:
             log.warning(
                 "no --cert-file/--key-file: serving a throwaway self-signed certificate; "

@@ -352,6 +352,20 @@ def build_policy_stubs() -> list[Obj]:
     return stubs
 
 
+def build_other_mode_stubs(admission: str, *, webhook_configuration: str) -> list[Obj]:
+    """What the *other* ``--admission`` mode installs, for install to remove after applying
+    this mode (only what carries our managed-by label is deleted)."""
+    if admission == "policy":
+        return [
+            {
+                "apiVersion": f"{POLICY_GROUP}/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": webhook_configuration},
+            }
+        ]
+    return build_policy_stubs()
+
+
 def build_policy_mode(
     manifests: Sequence[Obj], settings: Settings, *, api_version: str, deployment: str
 ) -> list[Obj]:

@@ -411,6 +411,14 @@ def install(
         _keep_injected_bundle(installer, objects)
     for obj in objects:
         result.changes.append(installer.apply(obj))
+    # The other --admission mode's objects from an earlier install: removed after this mode's
+    # are in place, so no claim is admitted with neither (both at once is harmless).
+    for stale in admission_policy.build_other_mode_stubs(
+        options.admission, webhook_configuration=render.WEBHOOK_CONFIGURATION
+    ):
+        key = render.ObjectKey.of(stale)
+        if _managed(installer.get(key)):
+            result.changes.append(_delete(installer, key))
     return result
 
 

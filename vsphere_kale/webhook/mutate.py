@@ -42,6 +42,7 @@ DISCARD_LIMIT = 4 * MAX_BODY_BYTES
 # client is still sending makes TCP reset the connection, and the client then sees a broken
 # pipe instead of our answer. Beyond it tornado closes the connection.
 
+
 def _is_json(content_type: str) -> bool:
     if content_type == "application/json":  # what the API server sends: skip the parsing
         return True
