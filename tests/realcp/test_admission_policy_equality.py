@@ -32,6 +32,7 @@ from admission_policy_helpers import (
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
+from realcp_helpers import wait_for
 
 from vsphere_kale.install.admission_policy import build_policy_objects
 from vsphere_kale.kube import Kube
@@ -316,3 +317,46 @@ def test_a_real_create_stores_the_rewritten_claim(installed: Installed) -> None:
     assert read["metadata"]["annotations"][ORIGINAL_CLASS_ANNOTATION] == (
         installed.default_class or ""
     )
+
+
+def test_the_v1beta1_rendering_acts_the_same(installed: Installed) -> None:
+    """What 1.34/1.35 get (``--admission-policy-version v1beta1``), accepted and evaluated by
+    this API server (it serves v1beta1 too). Renamed copies, bound to the one namespace the v1
+    policies exclude, so only these act there."""
+    beta_ns = installed.namespaces[3]
+    name = "vsphere-kale-beta"
+    objects = build_policy_objects(
+        settings_from_mapping(
+            {"namespace": installed.namespaces[0], "storage": {"rwxStorageClass": TARGET}}
+        ),
+        api_version="v1beta1",
+    )
+    only_there = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": beta_ns}}}
+    for obj in objects:
+        obj["metadata"]["name"] = name
+        if obj["kind"].endswith("Binding"):
+            obj["spec"]["policyName"] = name
+            obj["spec"]["matchResources"] = only_there
+    assert [o["apiVersion"].rsplit("/", 1)[1] for o in objects] == [
+        "v1beta1",
+        "v1beta1",
+        "v1",
+        "v1",
+    ]
+    apply_objects(installed.kube, objects)
+    try:
+        prefix = f"Validation failed for ValidatingAdmissionPolicy '{name}' with binding '{name}': "
+
+        def rewritten() -> list[str] | None:
+            stored, warnings = create_claim(
+                installed.kube, beta_ns, claim_of(storageClassName=BLOCK)
+            )
+            return warnings if stored["spec"]["storageClassName"] == TARGET and warnings else None
+
+        warnings = wait_for("the v1beta1 policies to act", rewritten)
+        assert warnings == [
+            prefix + f"storageClassName rewritten from {BLOCK} to {TARGET} "
+            "(ReadWriteMany needs an RWX-capable class)"
+        ]
+    finally:
+        delete_objects(installed.kube, objects)
