@@ -383,8 +383,10 @@ def build_policy_mode(
             and (obj.get("metadata") or {}).get("name") == deployment
         ):
             for container in obj["spec"]["template"]["spec"]["containers"]:
+                if container.get("name") != deployment:
+                    continue
                 args = container.setdefault("args", [])
-                if container.get("name") == deployment and NO_WEBHOOK_FLAG not in args:
+                if NO_WEBHOOK_FLAG not in args:
                     args.append(NO_WEBHOOK_FLAG)
     return [*kept, *build_policy_objects(settings, api_version=api_version)]
 
