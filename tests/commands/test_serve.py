@@ -274,3 +274,26 @@ def test_not_ready_until_the_informers_synced(sandbox: RunningSandbox) -> None:
         assert check() is None
     finally:
         reconciler.stop()
+
+
+def test_serve_without_the_webhook_keeps_reconciler_and_probes(
+    sandbox_factory: Callable[..., RunningSandbox], serves: Callable[..., Serve]
+) -> None:
+    """``serve --no-webhook``, as ``install --admission policy`` renders it."""
+    running = sandbox_factory(flavor="psa", kubeflow=True, tls=True)
+    api = running.api_client()
+    ensure_namespace(api, "vsphere-kale")
+    serve = serves(running, "serve-policy", "--no-webhook")
+    wait_for("/readyz", serve.ready, timeout=120)
+    wait_for("leader", lambda: lease_holder(api) == "serve-policy", timeout=5)
+    url = f"https://127.0.0.1:{serve.port}/mutate/persistentvolumeclaims"
+    request = urllib.request.Request(url, data=b"{}", method="POST")
+    request.add_header("Content-Type", "application/json")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, context=serve._ctx, timeout=5)
+    assert caught.value.code == 404
+    assert "no webhook route" in serve.output()
+    assert serve.terminate() == 0, serve.output()
+    # the leader ran no rotation (it would look for the webhook's caBundle and the Secret)
+    assert "certificate rotation failed" not in serve.output()
+    assert 'secrets "vsphere-kale-tls" not found' not in serve.output()

@@ -48,10 +48,12 @@ def list_managed(api_client: Any, kinds: Iterable[tuple[str, str]]) -> list[str]
     kube = Kube(api_client)
     found = []
     for api_version, kind in kinds:
-        if not fetch_served(kube, api_version):
+        resource = RESOURCES[(api_version, kind)]
+        # The group-version may be served without this kind (admission policies before 1.34).
+        if not fetch_served(kube, api_version) or not kube.discovery().serves(resource):
             continue
         listing = kube.list(
-            RESOURCES[(api_version, kind)],
+            resource,
             label_selector=f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}",
         )
         for item in listing.get("items") or []:

@@ -834,3 +834,19 @@ def test_mismatched_key_is_refused_at_start(cert_dir: Path, tmp_path: Path) -> N
     assert "--key-file" in stderr
     assert "does not belong to the certificate" in stderr
     assert "Traceback" not in stderr
+
+
+def test_without_the_webhook_route_reviews_are_404_and_probes_stay(
+    cert_dir: Path, ca: Path
+) -> None:
+    """``serve --no-webhook`` (install --admission policy): kube-apiserver rewrites claims
+    itself, so a review sent here by a stale configuration is a clear 404, and readiness does
+    not depend on the RWX class the webhook would need."""
+    unconfigured = load_settings(None, environ={})
+    with running(new_server(cert_dir, settings=unconfigured, mutate=False)) as (server, _):
+        for path in ("/mutate/persistentvolumeclaims", "/pvc/mutate"):
+            response = request(server.port, ca, "POST", path, encode(review_body()))
+            _assert_status(response, 404, "NotFound", path)
+        for path in ("/healthz", "/readyz"):
+            response = request(server.port, ca, "GET", path, content_type=None)
+            assert (response.status, response.body) == (200, b"ok\n")

@@ -7,7 +7,7 @@ import logging
 import click
 
 from vsphere_kale.errors import ConfigError
-from vsphere_kale.install import render
+from vsphere_kale.install import admission_policy, render
 from vsphere_kale.install.installer import (
     InstallOptions,
     fetch_installed_settings,
@@ -45,6 +45,19 @@ def resolve_settings(
     return settings, source
 
 
+def fetch_policy_version(kube: Kube) -> str:
+    """The MutatingAdmissionPolicy version this cluster serves (discovery), or a sentence."""
+    version = kube.discovery().mutating_admission_policy_version
+    if version is None:
+        raise ConfigError(
+            "--admission",
+            "this cluster serves no MutatingAdmissionPolicy (GA in Kubernetes 1.36; on 1.34-1.35 "
+            "enable the MutatingAdmissionPolicy feature gate and "
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true): use --admission webhook",
+        )
+    return version
+
+
 @click.command("install")
 @click.option("--rwx-storage-class", default=None, help="Class ReadWriteMany claims are moved to.")
 @click.option("--namespace", default=None, help="Namespace to install into (default vsphere-kale).")
@@ -68,6 +81,21 @@ def resolve_settings(
     metavar="https://127.0.0.1:PORT/mutate/persistentvolumeclaims",
     help="Call a webhook outside the cluster (`serve` on the API server's host, while "
     "debugging) instead of the Service; loopback addresses only.",
+)
+@click.option(
+    "--admission",
+    type=click.Choice(admission_policy.ADMISSION_MODES),
+    default="webhook",
+    show_default=True,
+    help="How claims are rewritten: our webhook, or a MutatingAdmissionPolicy evaluated by "
+    "kube-apiserver itself (Kubernetes >= 1.34; no webhook, TLS or pod on the path).",
+)
+@click.option(
+    "--admission-policy-version",
+    type=click.Choice(admission_policy.POLICY_VERSIONS),
+    default=None,
+    help="With --admission policy: v1 (Kubernetes >= 1.36) or v1beta1 (1.34-1.35). "
+    "Default: from the cluster's discovery; v1 with -o yaml.",
 )
 @click.option("--dry-run", is_flag=True, help="Server-side dry run: show what would change.")
 @click.option(
@@ -98,6 +126,8 @@ def install_command(
     overlays: tuple[str, ...],
     config_path: str | None,
     webhook_url: str | None,
+    admission: str,
+    admission_policy_version: str | None,
     dry_run: bool,
     output: str | None,
     with_certificates: bool,
@@ -114,6 +144,12 @@ def install_command(
     components = render.check_components(overlays)
     if webhook_url is not None:
         render.check_webhook_url(webhook_url)
+        if admission == "policy":
+            raise click.UsageError(
+                "--webhook-url configures the webhook: drop it with --admission policy"
+            )
+    if admission_policy_version is not None and admission != "policy":
+        raise click.UsageError("--admission-policy-version only goes with --admission policy")
     if with_certificates and output != "yaml":
         raise click.UsageError("--with-certificates only goes with -o yaml")
     if output == "yaml":
@@ -125,7 +161,14 @@ def install_command(
             namespace=namespace,
             api=None,
         )
-        options = InstallOptions(settings, components, image, webhook_url=webhook_url)
+        options = InstallOptions(
+            settings,
+            components,
+            image,
+            webhook_url=webhook_url,
+            admission=admission,
+            policy_version=admission_policy_version or admission_policy.POLICY_VERSIONS[0],
+        )
         objects = render_offline(
             options,
             rendered=render.fetch_rendered(components),
@@ -148,11 +191,22 @@ def install_command(
             )
         click.echo(
             f"# namespace {settings.namespace}, RWX class {settings.storage.rwx_storage_class}, "
-            f"overlays: {', '.join(components) or 'none'} (settings from {source})",
+            f"overlays: {', '.join(components) or 'none'}, admission {admission} "
+            f"(settings from {source})",
             err=True,
         )
+        policy_version = admission_policy_version or admission_policy.POLICY_VERSIONS[0]
+        if admission == "policy" and admission_policy_version is None:
+            # Before the first write: a cluster without MAP gets a sentence, not half an install.
+            policy_version = fetch_policy_version(kube)
         options = InstallOptions(
-            settings, components, image, dry_run=dry_run, webhook_url=webhook_url
+            settings,
+            components,
+            image,
+            dry_run=dry_run,
+            webhook_url=webhook_url,
+            admission=admission,
+            policy_version=policy_version,
         )
         result = install(kube, options, rendered=render.fetch_rendered(components), echo=click.echo)
         if result.cert_plan is not None:

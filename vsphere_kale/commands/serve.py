@@ -2,9 +2,9 @@
 
 One process, two halves that share the API client and the ``/metrics`` registry:
 
-- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, ``/healthz``, ``/readyz``,
-  ``/metrics``) plus the admin API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop
-  in the main thread;
+- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, unless ``--no-webhook``
+  for ``install --admission policy``; ``/healthz``, ``/readyz``, ``/metrics``) plus the admin
+  API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
   leader, the serving certificate's :class:`~vsphere_kale.install.rotation.CertificateRotator`
@@ -135,6 +135,12 @@ async def _run(
     show_default=True,
     help="Seconds a replica may be silent before another takes the leader Lease.",
 )
+@click.option(
+    "--no-webhook",
+    is_flag=True,
+    help="Serve no webhook route (install --admission policy: kube-apiserver rewrites claims "
+    "itself); the reconciler, admin API and probes stay.",
+)
 @click.option("--renew-deadline", type=float, default=10.0, show_default=True)
 @click.option("--retry-period", type=float, default=2.0, show_default=True)
 def serve_command(
@@ -150,6 +156,7 @@ def serve_command(
     no_cert_rotation: bool,
     identity: str | None,
     lease_duration: int,
+    no_webhook: bool,
     renew_deadline: float,
     retry_period: float,
 ) -> None:
@@ -164,7 +171,7 @@ def serve_command(
     if not 0 < retry_period < renew_deadline < lease_duration:
         raise click.UsageError("need 0 < --retry-period < --renew-deadline < --lease-duration")
     settings = load_settings(config_path, rwx_storage_class=rwx_storage_class)
-    if settings.storage.rwx_storage_class is None:
+    if settings.storage.rwx_storage_class is None and not no_webhook:
         raise ConfigError(
             "storage.rwxStorageClass",
             "required for the webhook; set it in --config or pass --rwx-storage-class",
@@ -196,10 +203,14 @@ def serve_command(
             client_ca_file=client_ca_file,
             extra_handlers=_admin_routes(kube, settings, reconciler),
             ready_checks=[_synced_check(reconciler)],
+            mutate=not no_webhook,
         )
         reconciler.metrics.register_into(server.registry)
         rotator = None
-        if not no_cert_rotation and scratch is None:
+        # --no-webhook (install --admission policy): the rotation's steps keep the webhook's
+        # caBundle and the Secret in lock-step, and there is no webhook configuration to read;
+        # install renews a certificate that expires within 30 days and doctor warns before.
+        if not no_cert_rotation and not no_webhook and scratch is None:
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
@@ -210,6 +221,11 @@ def serve_command(
         configure_logging(log_format, level=level)
         # The client's leader election logs every renewal at INFO.
         logging.getLogger("leaderelection").setLevel(max(level, logging.WARNING))
+        if no_webhook:
+            log.info(
+                "no webhook route (install --admission policy: kube-apiserver rewrites claims "
+                "itself); certificate rotation is off, re-run install to renew"
+            )
         if scratch is not None:
             log.warning(
                 "no --cert-file/--key-file: serving a throwaway self-signed certificate; "

@@ -2,13 +2,24 @@
 
 SIGTERM (what the kubelet sends on pod deletion) stops accepting connections, lets
 in-flight reviews finish, and exits 0, so a rolling update drops no admission request.
+
+``--workers N`` forks N processes that each bind the port with SO_REUSEPORT, so the kernel
+spreads new connections over them: one Python process is one core (the GIL), and a review is
+pure CPU. The parent only forwards SIGTERM/SIGINT and waits; each worker drains on its own.
+Each worker's ``/metrics`` covers that worker only (scrape the pod, not a worker, or run one
+worker per pod). Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import click
 
@@ -70,6 +81,19 @@ async def run_until_signalled(server: WebhookServer, *, address: str, port: int)
     show_default=True,
     help="json: one JSON object per line (ts, level, logger, message, fields).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the port together (SO_REUSEPORT); about one per core.",
+)
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="Bind with SO_REUSEPORT so other processes may serve the same port (implied by "
+    "--workers > 1).",
+)
 def webhook_command(
     cert_file: str,
     key_file: str,
@@ -79,6 +103,8 @@ def webhook_command(
     config_path: str | None,
     rwx_storage_class: str | None,
     log_format: str,
+    workers: int,
+    reuse_port: bool,
 ) -> None:
     """Run the PVC storage-class admission webhook over HTTPS.
 
@@ -91,16 +117,67 @@ def webhook_command(
             "storage.rwxStorageClass",
             "required for the webhook; set it in --config or pass --rwx-storage-class",
         )
-    # Load the certificate first: a bad file is a one-line error before any logging setup.
-    server = WebhookServer(
-        settings,
-        cert_file=cert_file,
-        key_file=key_file,
-        address=address,
-        port=port,
-        client_ca_file=client_ca_file,
-    )
+    if workers > 1 and port == 0:
+        raise click.UsageError("--workers needs a fixed --port (each worker binds it)")
+
+    def build() -> WebhookServer:
+        # Loads the certificate: a bad file is a one-line error before any logging setup.
+        return WebhookServer(
+            settings,
+            cert_file=cert_file,
+            key_file=key_file,
+            address=address,
+            port=port,
+            client_ca_file=client_ca_file,
+            reuse_port=reuse_port or workers > 1,
+        )
+
+    build()  # in the parent too: a bad certificate fails once, not once per worker
     # -vv on the main command asks for DEBUG; otherwise INFO, so rewrites are logged.
     level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
     configure_logging(log_format, level=level)
-    asyncio.run(run_until_signalled(server, address=address, port=port))
+    if workers == 1:
+        asyncio.run(run_until_signalled(build(), address=address, port=port))
+        return
+    sys.exit(run_workers(workers, lambda: run_until_signalled(build(), address=address, port=port)))
+
+
+def run_workers(count: int, serve: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Fork ``count`` workers that each run ``asyncio.run(serve())``; forward SIGTERM/SIGINT
+    to them and wait. Returns 0 when every worker exited 0, else 1.
+
+    Forked before any event loop or thread exists in this process (fork copies only the
+    calling thread). A worker that fails (e.g. the port is taken) is not restarted: the
+    kubelet restarts the pod, which is what a failing replica should get.
+    """
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                asyncio.run(serve())
+            except ConfigError as exc:
+                log.error("worker %d: %s", os.getpid(), exc)
+                code = 2
+            except BaseException:  # the worker's boundary: report, never return into click
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+    log.info("started %d webhook workers: %s", count, ", ".join(map(str, children)))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.kill(child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    failed = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        failed += os.waitstatus_to_exitcode(status) != 0
+    return 1 if failed else 0

@@ -29,7 +29,7 @@ import jsonpatch
 import yaml
 
 from vsphere_kale.errors import ConfigError, KubeForbidden
-from vsphere_kale.install import render, rotation
+from vsphere_kale.install import admission_policy, render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
@@ -171,6 +171,8 @@ class DoctorFacts:
     pvcs: list[Any] | health.Unreadable = field(default_factory=list)
     events: list[Any] | health.Unreadable = field(default_factory=list)
     access: list[AccessResult] = field(default_factory=list)
+    admission_policy: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+    """(MutatingAdmissionPolicy, its binding) of ``install --admission policy``; None: neither."""
 
     @property
     def cert_manager(self) -> bool:
@@ -523,6 +525,13 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
     settings = facts.settings
     webhook_check = decide_webhook_configuration(facts.webhook, settings=settings, now=now)
     webhook_verdict = "missing" if facts.webhook is None else "ok"
+    if facts.admission_policy is not None:  # install --admission policy: no webhook to check
+        status, message, fix = admission_policy.decide_policy_check(
+            *facts.admission_policy,
+            webhook_configured=isinstance(facts.webhook, dict),
+            settings=settings,
+        )
+        webhook_check, webhook_verdict = Check("admission", status, message, fix), "ok"
     return [
         decide_storage_class_check(settings, facts.storage_classes),
         webhook_check,
@@ -629,6 +638,25 @@ def fetch_access(kube: Kube, accesses: Sequence[Access], *, namespace: str) -> l
     return results
 
 
+def fetch_admission_policy(
+    kube: Kube,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+    """Our MutatingAdmissionPolicy and binding at the served version; None when neither is
+    there or they cannot be read (doctor then checks the webhook)."""
+    from vsphere_kale.kube import resources as r
+
+    try:
+        version = kube.discovery().mutating_admission_policy_version
+        if version is None:
+            return None
+        name = admission_policy.MUTATING_POLICY
+        policy = kube.get_optional(r.MUTATING_ADMISSION_POLICY.at(version), name)
+        binding = kube.get_optional(r.MUTATING_ADMISSION_POLICY_BINDING.at(version), name)
+    except KubeForbidden:
+        return None
+    return None if policy is None and binding is None else (policy, binding)
+
+
 def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFacts:
     """Everything :func:`run_checks` needs, one request per resource type (plus the reviews)."""
     from vsphere_kale.health.status import (
@@ -658,6 +686,7 @@ def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFact
         items(r.STORAGE_CLASS), forbidden=_forbidden("storageclasses")
     )
     facts.webhook = get_one(r.MUTATING_WEBHOOK_CONFIGURATION, render.WEBHOOK_CONFIGURATION)
+    facts.admission_policy = fetch_admission_policy(kube)
     facts.endpoints = get_one(r.ENDPOINTS, render.NAME, in_namespace=True)
     facts.secret = get_one(r.SECRET, render.TLS_SECRET, in_namespace=True)
     try:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
-from vsphere_kale.install import certs, render, rotation
+from vsphere_kale.install import admission_policy, certs, render, rotation
 from vsphere_kale.kube import Kube, Resource
 from vsphere_kale.kube import resources as r
 from vsphere_kale.settings import Settings, settings_from_mapping
@@ -66,6 +66,13 @@ RESOURCES: Mapping[tuple[str, str], Resource] = {
         r.ROLE_BINDING,
         r.DEPLOYMENT,
         r.MUTATING_WEBHOOK_CONFIGURATION,
+        # --admission policy (install/admission_policy.py)
+        r.MUTATING_ADMISSION_POLICY,
+        r.MUTATING_ADMISSION_POLICY_V1BETA1,
+        r.MUTATING_ADMISSION_POLICY_BINDING,
+        r.MUTATING_ADMISSION_POLICY_BINDING_V1BETA1,
+        r.VALIDATING_ADMISSION_POLICY,
+        r.VALIDATING_ADMISSION_POLICY_BINDING,
         r.CERT_MANAGER_ISSUER,
         r.CERT_MANAGER_CERTIFICATE,
     )
@@ -171,6 +178,9 @@ class InstallOptions:
     dry_run: bool = False
     webhook_url: str | None = None
     """Out-of-cluster webhook (``clientConfig.url``, loopback only) instead of the Service."""
+    admission: str = "webhook"
+    """``policy``: MutatingAdmissionPolicy instead of the webhook (install/admission_policy)."""
+    policy_version: str = "v1"
 
     @property
     def cert_manager(self) -> bool:
@@ -345,7 +355,12 @@ def prepare_manifests(
 ) -> list[dict[str, Any]]:
     """Rendered + settings (+ caBundle and Secret with ``tls``), in apply order."""
     objects = render.build_manifests(
-        rendered, settings=options.settings, image=options.image, webhook_url=options.webhook_url
+        rendered,
+        settings=options.settings,
+        image=options.image,
+        webhook_url=options.webhook_url,
+        admission=options.admission,
+        policy_version=options.policy_version,
     )
     if tls is not None and not options.cert_manager:
         render.set_ca_bundle(objects, tls.bundle)
@@ -396,6 +411,14 @@ def install(
         _keep_injected_bundle(installer, objects)
     for obj in objects:
         result.changes.append(installer.apply(obj))
+    # The other --admission mode's objects from an earlier install: removed after this mode's
+    # are in place, so no claim is admitted with neither (both at once is harmless).
+    for stale in admission_policy.build_other_mode_stubs(
+        options.admission, webhook_configuration=render.WEBHOOK_CONFIGURATION
+    ):
+        key = render.ObjectKey.of(stale)
+        if _managed(installer.get(key)):
+            result.changes.append(_delete(installer, key))
     return result
 
 
@@ -529,6 +552,7 @@ def uninstall(
     ns = settings.namespace
     objects = render.build_manifests(rendered, settings=settings)
     objects.append(render.build_tls_secret(ns, {}))
+    objects += admission_policy.build_policy_stubs()  # either --admission mode
     changes: list[Change] = []
     served: dict[str, bool] = {}
     namespace_obj: dict[str, Any] | None = None

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from vsphere_kale.errors import ConfigError, VsphereKaleError
-from vsphere_kale.install import certs
+from vsphere_kale.install import admission_policy, certs
 from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
 
 Obj = dict[str, Any]
@@ -71,6 +71,11 @@ APPLY_ORDER = (
     "PodDisruptionBudget",
     "Issuer",
     "Certificate",
+    # --admission policy (install/admission_policy.py): each policy before its binding.
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
     "MutatingWebhookConfiguration",
     "Secret",
     "Deployment",
@@ -225,11 +230,14 @@ def build_manifests(
     settings: Settings,
     image: str | None = None,
     webhook_url: str | None = None,
+    admission: str = "webhook",
+    policy_version: str = "v1",
 ) -> list[Obj]:
     """Our settings on top of the kustomize output (a new list; ``rendered`` is untouched).
 
     The namespace is ``settings.namespace``. With ``webhook_url`` (:func:`check_webhook_url`)
-    the webhook's ``clientConfig`` names that URL instead of the Service.
+    the webhook's ``clientConfig`` names that URL instead of the Service. ``admission``
+    ``policy``: admission policies instead of the webhook (install/admission_policy.py).
     """
     ns = settings.namespace
     out = copy.deepcopy(list(rendered))
@@ -268,6 +276,10 @@ def build_manifests(
                     config = hook.setdefault("clientConfig", {})
                     config.pop("service", None)
                     config["url"] = check_webhook_url(webhook_url)
+    if admission == "policy":
+        out = admission_policy.build_policy_mode(
+            out, settings, api_version=policy_version, deployment=NAME
+        )
     return out
 
 
@@ -290,6 +302,8 @@ def set_ca_bundle(objects: Sequence[Obj], ca_bundle_pem: bytes) -> None:
     """Put ``caBundle`` (base64 of the PEM bundle) on every webhook of ours, in place."""
     encoded = base64.b64encode(ca_bundle_pem).decode("ascii")
     hooks = find(objects, "MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION)
+    if hooks is None and find(objects, "MutatingAdmissionPolicy", admission_policy.MUTATING_POLICY):
+        return  # --admission policy: no webhook for the API server to trust
     if hooks is None:
         raise VsphereKaleError("the rendered manifests hold no MutatingWebhookConfiguration")
     for hook in hooks.get("webhooks") or []:
