@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from vsphere_kale.install import render
-from vsphere_kale.install.installer import contains, decide_endpoints, decide_rollout
+from vsphere_kale.install.installer import contains
+from vsphere_kale.install.wait import decide_endpoints, decide_rollout
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ from vsphere_kale.install.installer import (
     fetch_installed_settings,
     install,
     render_offline,
-    uninstall,
-    wait_ready,
 )
+from vsphere_kale.install.uninstall import uninstall
+from vsphere_kale.install.wait import wait_ready
 from vsphere_kale.kube import Kube
 from vsphere_kale.settings import Settings, load_settings, with_overrides
 
@@ -69,6 +69,14 @@ def resolve_settings(
     help="Call a webhook outside the cluster (`serve` on the API server's host, while "
     "debugging) instead of the Service; loopback addresses only.",
 )
+@click.option(
+    "--extra-san",
+    "extra_sans",
+    multiple=True,
+    metavar="NAME|IP",
+    help="Another name or address for the serving certificate (repeatable; kept on re-runs "
+    "and renewals). The host of --webhook-url is added by itself.",
+)
 @click.option("--dry-run", is_flag=True, help="Server-side dry run: show what would change.")
 @click.option(
     "-o",
@@ -98,6 +106,7 @@ def install_command(
     overlays: tuple[str, ...],
     config_path: str | None,
     webhook_url: str | None,
+    extra_sans: tuple[str, ...],
     dry_run: bool,
     output: str | None,
     with_certificates: bool,
@@ -125,7 +134,9 @@ def install_command(
             namespace=namespace,
             api=None,
         )
-        options = InstallOptions(settings, components, image, webhook_url=webhook_url)
+        options = InstallOptions(
+            settings, components, image, webhook_url=webhook_url, extra_sans=extra_sans
+        )
         objects = render_offline(
             options,
             rendered=render.fetch_rendered(components),
@@ -152,7 +163,12 @@ def install_command(
             err=True,
         )
         options = InstallOptions(
-            settings, components, image, dry_run=dry_run, webhook_url=webhook_url
+            settings,
+            components,
+            image,
+            dry_run=dry_run,
+            webhook_url=webhook_url,
+            extra_sans=extra_sans,
         )
         result = install(kube, options, rendered=render.fetch_rendered(components), echo=click.echo)
         if result.cert_plan is not None:

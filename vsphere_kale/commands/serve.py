@@ -124,6 +124,13 @@ async def _run(
     "caBundle); use with cert-manager. The files are still reloaded when they change.",
 )
 @click.option(
+    "--cert-rotation-interval",
+    type=click.FloatRange(0.5, 86400),
+    default=3600.0,
+    show_default=True,
+    help="Seconds between the leader's certificate checks (renewals happen 30 days ahead).",
+)
+@click.option(
     "--identity",
     default=None,
     help="Leader-election identity (default: $POD_NAME, else hostname plus a random suffix).",
@@ -148,6 +155,7 @@ def serve_command(
     rwx_storage_class: str | None,
     log_format: str,
     no_cert_rotation: bool,
+    cert_rotation_interval: float,
     identity: str | None,
     lease_duration: int,
     renew_deadline: float,
@@ -203,7 +211,11 @@ def serve_command(
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
-                kube, namespace=settings.namespace, is_leader=reconciler.is_leader
+                kube,
+                namespace=settings.namespace,
+                is_leader=reconciler.is_leader,
+                interval=cert_rotation_interval,
+                leader_poll=min(5.0, cert_rotation_interval),
             )
             reconciler.add_leader_callback(rotator.kick)
         level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)

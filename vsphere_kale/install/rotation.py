@@ -63,6 +63,10 @@ NEXT_CA_KEY = "next-ca.key"
 ROLLOVER_ANNOTATION = "vsphere-kale.io/ca-rollover-started"
 """RFC 3339 time at which the Secret started serving a certificate of a new CA while the
 previous CA stayed in the caBundle; removed when the previous CA is dropped."""
+EXTRA_SANS_ANNOTATION = "vsphere-kale.io/extra-sans"
+"""On the Secret: names and addresses the serving certificate carries besides the Service's
+(comma-separated), e.g. ``127.0.0.1`` for a webhook called by URL. Kept in the Secret so that
+every renewal -- by install or by whichever replica leads -- issues the same names."""
 
 RENEW_BEFORE_DAYS = 30
 CA_DAYS = 5 * 365
@@ -165,7 +169,29 @@ def _sans(cert: x509.Certificate) -> set[str]:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return set()
-    return set(ext.value.get_values_for_type(x509.DNSName))
+    names = set(ext.value.get_values_for_type(x509.DNSName))
+    return names | {str(ip) for ip in ext.value.get_values_for_type(x509.IPAddress)}
+
+
+def serving_names(service_names: Sequence[str], annotations: Mapping[str, str]) -> list[str]:
+    """The Service's DNS names plus the Secret's :data:`EXTRA_SANS_ANNOTATION` (order kept)."""
+    extra = [v.strip() for v in annotations.get(EXTRA_SANS_ANNOTATION, "").split(",")]
+    return list(dict.fromkeys([*service_names, *(v for v in extra if v)]))
+
+
+def issue_serving_cert(
+    ca_cert: bytes, ca_key: bytes, *, names: Sequence[str], days: int
+) -> tuple[bytes, bytes]:
+    """A serving certificate for ``names`` (DNS names and IP addresses; the Service's first)."""
+    dns, ips = certs.split_sans(names)
+    return certs.build_serving_cert(
+        ca_cert,
+        ca_key,
+        dns_names=dns,
+        ip_addresses=ips,
+        days=days,
+        common_name=dns[2] if len(dns) > 2 else None,
+    )
 
 
 def serving_problem(
@@ -437,6 +463,10 @@ class CertificateRotator:
         hooks = self._kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, self.webhook_configuration)
         return secret, hooks
 
+    def _names(self, secret: Mapping[str, Any]) -> list[str]:
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        return serving_names(self.dns_names, annotations)
+
     def plan(self) -> tuple[RotationPlan, dict[str, Any], dict[str, Any]]:
         secret, hooks = self._read()
         plan = plan_rotation(
@@ -445,7 +475,7 @@ class CertificateRotator:
             now=self._clock(),
             renew_before_days=self.renew_before_days,
             annotations=(secret.get("metadata") or {}).get("annotations") or {},
-            dns_names=self.dns_names,
+            dns_names=self._names(secret),
             grace=self.grace,
         )
         return plan, secret, hooks
@@ -510,12 +540,8 @@ class CertificateRotator:
                 time.sleep(self.publish_settle)
         elif plan.action == "promote-ca":
             next_cert, next_key = data.pop(NEXT_CA_CERT), data.pop(NEXT_CA_KEY)
-            tls_cert, tls_key = certs.build_serving_cert(
-                next_cert,
-                next_key,
-                dns_names=self.dns_names,
-                days=self.serving_days,
-                common_name=self.dns_names[2],
+            tls_cert, tls_key = issue_serving_cert(
+                next_cert, next_key, names=self._names(secret), days=self.serving_days
             )
             data.update(
                 {CA_CERT: next_cert, CA_KEY: next_key, TLS_CERT: tls_cert, TLS_KEY: tls_key}
@@ -523,12 +549,8 @@ class CertificateRotator:
             annotations[ROLLOVER_ANNOTATION] = format_time(now)
             self._put_secret(secret, data, annotations)
         elif plan.action == "renew-serving":
-            tls_cert, tls_key = certs.build_serving_cert(
-                data[CA_CERT],
-                data[CA_KEY],
-                dns_names=self.dns_names,
-                days=self.serving_days,
-                common_name=self.dns_names[2],
+            tls_cert, tls_key = issue_serving_cert(
+                data[CA_CERT], data[CA_KEY], names=self._names(secret), days=self.serving_days
             )
             data.update({TLS_CERT: tls_cert, TLS_KEY: tls_key})
             self._put_secret(secret, data, annotations)
@@ -576,6 +598,11 @@ class CertificateRotator:
         self.status.last_plan = plan
         if plan.action == "blocked":
             log.warning("certificate rotation is blocked: %s", plan.reason)
+        else:
+            # One line per run (hourly by default): the rotator is alive and why it is idle.
+            log.info(
+                "certificate rotation checked: %s", plan.reason, extra={"namespace": self.namespace}
+            )
         return plan
 
     # -- the loop --
