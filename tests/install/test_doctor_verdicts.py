@@ -234,7 +234,9 @@ def test_settings_nobody_may_read_are_cannot_check_not_not_set() -> None:
 
 def test_a_refused_read_says_the_rights_are_the_callers_own() -> None:
     check = doctor.decide_unreadable(
-        "webhook-endpoints", Unreadable("reading endpoints is forbidden"), caller="alice@example.com"
+        "webhook-endpoints",
+        Unreadable("reading endpoints is forbidden"),
+        caller="alice@example.com",
     )
     assert check.message == "cannot check: reading endpoints is forbidden"
     assert "user alice@example.com may not read it" in check.hint
