@@ -7,7 +7,7 @@ One process, two halves that share the API client and the ``/metrics`` registry:
   in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
-  leader, the serving certificate's :class:`~vsphere_kale.install.rotation.CertificateRotator`
+  leader, the serving certificate's :class:`~vsphere_kale.install.rotator.CertificateRotator`
   (unless ``--no-cert-rotation``, e.g. with cert-manager).
 
 ``/readyz`` answers 200 once the certificate is loaded (the server refuses to start without
@@ -32,7 +32,7 @@ import click
 
 from vsphere_kale.errors import ConfigError
 from vsphere_kale.install import certs
-from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.leader import default_identity
 from vsphere_kale.reconcile.reconciler import Reconciler
