@@ -9,6 +9,7 @@ import json
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,11 @@ def test_rotation_runs_quietly_and_a_renewal_reaches_serve(tmp_path: Path) -> No
             time.sleep(0.2)
         log = system.serve_log.read_text()
         assert "certificate rotation: renew-serving" in log
+        # The renewal kept the names: a client that checks 127.0.0.1 against the CA still
+        # trusts serve (the notebook's extension does exactly that)
+        context = ssl.create_default_context(cafile=str(system.ca_file))
+        with urllib.request.urlopen(f"{system.admin_url}/healthz", context=context) as answer:
+            assert answer.status == 200
         # And it keeps checking without a warning (no "failed, retrying" every 30 s)
         deadline = time.monotonic() + 30
         while system.serve_log.read_text().count("certificate rotation checked") < 4:
