@@ -155,3 +155,36 @@ def test_a_busy_port_names_the_flag_that_changes_it() -> None:
         raised.value
     )
     check_port_free(0, flag="--api-port")  # 0: any free port, nothing to check
+
+
+def test_a_lab_that_refuses_our_token_is_named_as_such_not_as_silent() -> None:
+    import http.server
+    import subprocess
+    import threading
+
+    from vsphere_kale.errors import VsphereKaleError
+    from vsphere_kale.playground.lab import wait_for_lab
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    lab = subprocess.Popen(["sleep", "30"])  # stands in for a JupyterLab that keeps running
+    try:
+        with pytest.raises(VsphereKaleError) as raised:
+            wait_for_lab(
+                lab, f"http://127.0.0.1:{port}/x", token="t", timeout=0.5, port=port
+            )
+    finally:
+        lab.kill()
+        lab.wait()
+        server.shutdown()
+    assert f"JupyterLab on port {port} refused the playground's token" in str(raised.value)
+    assert "c.IdentityProvider.token" in str(raised.value)

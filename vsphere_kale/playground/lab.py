@@ -98,6 +98,7 @@ def wait_for_lab(
     """Until JupyterLab answers ``url`` with our token (bounded), or its process died."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    refused = False
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise VsphereKaleError(
@@ -109,12 +110,18 @@ def wait_for_lab(
                 return
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
-                # Someone else's server on the port, or not ours yet: keep polling ours.
+                # Not ours yet, or a token from the user's own Jupyter config wins: keep polling.
+                refused = True
                 time.sleep(0.2)
                 continue
             return  # it answers; the status itself may be an error the panel will show
         except OSError:
             time.sleep(0.2)
+    if refused:
+        raise VsphereKaleError(
+            f"JupyterLab on port {port} refused the playground's token for {timeout:g} s: does "
+            "your Jupyter config set c.IdentityProvider.token (or ServerApp.token)?"
+        )
     raise VsphereKaleError(f"JupyterLab did not answer on {url} within {timeout:g} s")
 
 
