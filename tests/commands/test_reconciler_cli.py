@@ -119,3 +119,18 @@ def test_unreachable_api_server_is_a_sentence(tmp_path: Any) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "unreachable" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_user_without_rights_is_told_the_rights_are_their_own(
+    sandbox_factory: Callable[..., RunningSandbox],
+) -> None:
+    # Given alice, owner of her own profile only; when she reconciles bob's namespace
+    running = sandbox_factory(flavor="psp", seed="kubeflow-demo", authorization=True)
+    as_alice = str(running.kubeconfig_for(running.tokens["alice"], user="alice"))
+    result = run("--kubeconfig", as_alice, "-o", "json", "--namespace", "bob")
+    # Then the refusal names her as a user, and does not send her to grant a service account
+    assert result.exit_code == 1
+    (failed,) = json.loads(result.stdout)["results"]
+    assert failed["outcome"] == "failed"
+    assert "user alice@example.com lacks the permission named above" in failed["message"]
+    assert "service account" not in failed["message"]

@@ -111,3 +111,24 @@ def test_busy_port_is_a_sentence_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_busy_lab_or_api_port_stops_the_run_mode_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag, extra in (("--lab-port", []), ("--api-port", ["--no-lab"])):
+            result = CliRunner().invoke(
+                main, ["sandbox", "--workdir", str(tmp_path / "w"), flag, str(port), *extra]
+            )
+            # One sentence naming the flag, a non-zero exit, and no banner
+            assert result.exit_code == 2, result.output
+            assert f"port {port} on 127.0.0.1 is in use: pick another with {flag} PORT" in (
+                result.output
+            )
+            assert "is running" not in result.output and "Try next" not in result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "w" / "kubeconfig").exists()  # nothing was started

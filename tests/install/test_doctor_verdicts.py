@@ -175,9 +175,14 @@ def test_stuck_rwx_claims_are_listed_and_system_namespaces_skipped() -> None:
         webhook_verdict="ok",
         now=NOW,
     )  # fmt: skip
-    assert check.status == "fail"
+    # A workload to repair, not a broken installation: a warning with the command that fixes it
+    assert check.status == "warn"
     assert "alice/marshal (rwx-on-block-class)" in check.message
     assert "theirs" not in check.message and "fine" not in check.message
+    assert "vsphere-kale recreate-pvc marshal -n alice --rwx-storage-class nfs-client" in (
+        check.hint
+    )
+    assert doctor.decide_exit_code([check]) == 0
 
 
 def test_rbac_lists_what_is_missing_and_the_exit_code_follows() -> None:
@@ -209,3 +214,84 @@ def test_cert_manager_mode_needs_no_secret_or_webhook_writes() -> None:
         ("patch", "mutatingwebhookconfigurations"),
     }
     assert with_cm < self_managed
+
+
+# --- truthful texts ------------------------------------------------------------------------------
+
+
+def test_settings_nobody_may_read_are_cannot_check_not_not_set() -> None:
+    unread = Unreadable("reading configmap vsphere-kale/vsphere-kale-config is forbidden")
+    check = doctor.decide_storage_class_check(
+        Settings(), [], settings_unreadable=unread, caller="alice@example.com"
+    )
+    assert check.status == "fail"
+    assert check.message.startswith("cannot check: reading configmap")
+    assert "not set" not in check.message
+    # Readable and absent: that really is "not set"
+    unset = doctor.decide_storage_class_check(Settings(), [])
+    assert "is not set" in unset.message
+
+
+def test_a_refused_read_says_the_rights_are_the_callers_own() -> None:
+    check = doctor.decide_unreadable(
+        "webhook-endpoints",
+        Unreadable("reading endpoints is forbidden"),
+        caller="alice@example.com",
+    )
+    assert check.message == "cannot check: reading endpoints is forbidden"
+    assert "user alice@example.com may not read it" in check.hint
+    assert "your own rights" in check.hint and "vsphere-kale install" not in check.hint
+
+
+def test_rbac_as_a_read_only_user_is_cannot_check_without_a_reinstall_hint() -> None:
+    check = doctor.decide_rbac(
+        [], namespace="vsphere-kale", caller="alice@example.com", reviews_forbidden=True
+    )
+    assert check.status == "fail"
+    assert "cannot check the permissions of service account vsphere-kale/vsphere-kale" in (
+        check.message
+    )
+    assert "user alice@example.com may not create subjectaccessreviews" in check.message
+    assert "vsphere-kale install" not in check.hint and "your own right" in check.hint
+
+
+def test_rbac_asked_by_the_service_account_itself_names_it_as_a_service_account() -> None:
+    needed = doctor.build_required_access(doctor.fetch_required_roles(SETTINGS, cert_manager=False))
+    results = [doctor.AccessResult(a, a.verb != "bind", "self") for a in needed]
+    sa = "system:serviceaccount:vsphere-kale:vsphere-kale"
+    own = doctor.decide_rbac(results, namespace="vsphere-kale", caller=sa, reviews_forbidden=True)
+    assert own.message.startswith("service account vsphere-kale/vsphere-kale (asked as itself)")
+    assert "re-run vsphere-kale install" in own.hint
+    unknown = doctor.decide_rbac(results, namespace="vsphere-kale", reviews_forbidden=True)
+    assert "your own rights" in unknown.message and "re-run" not in unknown.hint
+
+
+def test_a_webhook_called_by_url_needs_no_service_endpoints() -> None:
+    url = "https://127.0.0.1:8443/mutate/persistentvolumeclaims"
+    check = doctor.decide_endpoints(None, namespace="vsphere-kale", webhook_url=url)
+    assert check.status == "ok" and url in check.message
+
+
+def test_settings_come_from_the_deployments_args_without_a_config_map() -> None:
+    deployment = {
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "vsphere-kale", "args": ["serve", "--rwx-storage-class", "nfs-client"]}
+        ]}}}
+    }  # fmt: skip
+    found = doctor.build_args_settings(deployment, Settings())
+    assert found is not None and found.storage.rwx_storage_class == "nfs-client"
+    assert doctor.build_args_settings({"spec": {}}, Settings()) is None
+
+
+@pytest.mark.parametrize(
+    ("username", "words"),
+    [
+        ("alice@example.com", "user alice@example.com"),
+        ("system:serviceaccount:kale:runner", "service account kale/runner"),
+        ("", "the caller"),
+    ],
+)
+def test_users_and_service_accounts_are_named_as_what_they_are(username: str, words: str) -> None:
+    from vsphere_kale.policy.text import describe_user
+
+    assert describe_user(username) == words

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from vsphere_kale.install import render
-from vsphere_kale.install.installer import contains, decide_endpoints, decide_rollout
+from vsphere_kale.install.installer import contains
+from vsphere_kale.install.wait import decide_endpoints, decide_rollout
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,3 +156,43 @@ def test_the_wheel_ships_the_manifests_and_finds_them(tmp_path: Path) -> None:
     where, count = probe.stdout.split()
     assert where == str(tmp_path / "site" / "vsphere_kale" / "deploy")
     assert int(count) == 15  # base + psp (install adds the TLS Secret)
+
+
+def test_extra_sans_go_into_the_certificate_and_the_secret_and_stay_on_re_runs() -> None:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+
+    from vsphere_kale.install import rotation
+    from vsphere_kale.install.installer import (
+        InstallOptions,
+        build_certificates,
+        build_serving_names,
+    )
+
+    now = dt.datetime.now(dt.timezone.utc)
+    options = InstallOptions(
+        Settings(), webhook_url="https://127.0.0.1:9443/mutate/persistentvolumeclaims"
+    )
+    # The host the API server calls by URL is one of the names, without being asked
+    assert options.serving_extras() == ("127.0.0.1",)
+    tls = build_certificates(
+        rotation.InstallCertPlan("new-ca", "first install"),
+        None,
+        {},
+        namespace="vsphere-kale",
+        now=now,
+        extras=options.serving_extras(),
+    )
+    assert tls.annotations[rotation.EXTRA_SANS_ANNOTATION] == "127.0.0.1"
+    cert = x509.load_pem_x509_certificate(tls.data["tls.crt"])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)
+    assert "vsphere-kale.vsphere-kale.svc" in sans.get_values_for_type(x509.DNSName)
+    # A re-run without the flag keeps the installed names (read back from the Secret)...
+    assert "127.0.0.1" in build_serving_names("vsphere-kale", tls.annotations, ())
+    # ...and a certificate that lacks one is renewed, by install and by the leader alike
+    names = rotation.serving_names(["vsphere-kale"], {rotation.EXTRA_SANS_ANNOTATION: "::1"})
+    plan = rotation.plan_install_certs(tls.data, tls.bundle, now=now, dns_names=names)
+    assert plan.action == "renew-serving" and "::1" in plan.reason

@@ -29,7 +29,7 @@ from tls_helpers import served_certificate_expiry
 
 from vsphere_kale.cli import main
 from vsphere_kale.install import certs, rotation
-from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import Settings, StorageSettings

@@ -105,3 +105,75 @@ def test_headless_sandbox_serves_the_webhook_and_stops_on_ctrl_c(tmp_path: Path)
         code = process.wait(30)
     assert code == 0, "".join(output)
     assert "sandbox stopped" in "".join(output)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_with_lab_the_banner_comes_once_jupyterlab_answers_without_news_or_a_token_in_argv(
+    tmp_path: Path,
+) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        lab_port = probe.getsockname()[1]
+    exe = shutil.which("vsphere-kale")
+    assert exe is not None
+    process = subprocess.Popen(
+        [exe, "sandbox", "--flavor", "psa", "--no-browser", "--lab-port", str(lab_port),
+         "--workdir", str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    output: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180  # the sandbox, then JupyterLab's own start
+        while not any("Press Ctrl-C" in line for line in output):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(output)
+            time.sleep(0.2)
+        text = "".join(output)
+        match = re.search(r"JupyterLab  (http://127\.0\.0\.1:\d+/)lab/tree/\S+\?token=(\w+)", text)
+        assert match, text
+        base, token = match.groups()
+        auth = {"Authorization": f"token {token}"}
+        # Then it answers at once: the banner waited for it
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{base}vsphere-kale/api/status", headers=auth), timeout=30
+        ) as answer:
+            assert answer.status == 200
+        # The news notification is off ("Never"), from the playground's own settings dir
+        url = f"{base}lab/api/settings/@jupyterlab/apputils-extension:notification"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=30) as a:
+            settings = json.loads(a.read())
+        assert settings["schema"]["properties"]["fetchNews"]["default"] == "false"
+        # The token is on no command line (every local user can read those)
+        labs = [
+            pid for pid in _children(process.pid)
+            if b"jupyterlab" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]  # fmt: skip
+        assert labs, "JupyterLab is not a child of vsphere-kale sandbox"
+        for pid in labs:
+            assert token.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+    assert code == 0, "".join(output)

@@ -7,7 +7,9 @@ cluster-wide objects: StorageClasses, ClusterRoles, the Profile CRD).
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +225,23 @@ def test_the_local_system_runs_on_the_real_control_plane(tmp_path: Path) -> None
             check=False,
         )
         assert whoami.returncode == 0 and "alice@example.com" in whoami.stdout
+        # doctor passes on it: the same install as on a cluster (the webhook called by URL)
+        from click.testing import CliRunner
+
+        from vsphere_kale.cli import main
+
+        deadline = time.monotonic() + 60
+        while True:
+            done = CliRunner().invoke(
+                main, ["doctor", "--kubeconfig", str(system.kubeconfig_path), "-o", "json"]
+            )
+            if done.exit_code == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        report = json.loads(done.stdout)
+        assert done.exit_code == 0, report
+        statuses = {c["check"]: c["status"] for c in report["checks"]}
+        assert {name for name, status in statuses.items() if status != "ok"} <= {"rwx-claims"}
 
 
 def kubectl_file(system: Any, path: Path) -> subprocess.CompletedProcess[str]:

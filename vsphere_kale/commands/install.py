@@ -13,9 +13,9 @@ from vsphere_kale.install.installer import (
     fetch_installed_settings,
     install,
     render_offline,
-    uninstall,
-    wait_ready,
 )
+from vsphere_kale.install.uninstall import uninstall
+from vsphere_kale.install.wait import wait_ready
 from vsphere_kale.kube import Kube
 from vsphere_kale.settings import Settings, load_settings, with_overrides
 
@@ -97,6 +97,14 @@ def fetch_policy_version(kube: Kube) -> str:
     help="With --admission policy: v1 (Kubernetes >= 1.36) or v1beta1 (1.34-1.35). "
     "Default: from the cluster's discovery; v1 with -o yaml.",
 )
+@click.option(
+    "--extra-san",
+    "extra_sans",
+    multiple=True,
+    metavar="NAME|IP",
+    help="Another name or address for the serving certificate (repeatable; kept on re-runs "
+    "and renewals). The host of --webhook-url is added by itself.",
+)
 @click.option("--dry-run", is_flag=True, help="Server-side dry run: show what would change.")
 @click.option(
     "-o",
@@ -128,6 +136,7 @@ def install_command(
     webhook_url: str | None,
     admission: str,
     admission_policy_version: str | None,
+    extra_sans: tuple[str, ...],
     dry_run: bool,
     output: str | None,
     with_certificates: bool,
@@ -166,6 +175,7 @@ def install_command(
             components,
             image,
             webhook_url=webhook_url,
+            extra_sans=extra_sans,
             admission=admission,
             policy_version=admission_policy_version or admission_policy.POLICY_VERSIONS[0],
         )
@@ -205,6 +215,7 @@ def install_command(
             image,
             dry_run=dry_run,
             webhook_url=webhook_url,
+            extra_sans=extra_sans,
             admission=admission,
             policy_version=policy_version,
         )

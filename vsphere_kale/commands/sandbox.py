@@ -20,8 +20,8 @@ import click
 from vsphere_kale.errors import ConfigError
 from vsphere_kale.kube import Kube, build_api_client
 from vsphere_kale.playground.controllers import start_controllers
+from vsphere_kale.playground.runmode import run_from_options, run_options
 from vsphere_kale.playground.seed import apply_seed_through_api
-from vsphere_kale.playground.system import run_from_options, run_options
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.resources import FLAVORS
 from vsphere_kale.sandbox.server import SEEDS, build_sandbox

@@ -7,7 +7,7 @@ One process, two halves that share the API client and the ``/metrics`` registry:
   API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
-  leader, the serving certificate's :class:`~vsphere_kale.install.rotation.CertificateRotator`
+  leader, the serving certificate's :class:`~vsphere_kale.install.rotator.CertificateRotator`
   (unless ``--no-cert-rotation``, e.g. with cert-manager).
 
 ``/readyz`` answers 200 once the certificate is loaded (the server refuses to start without
@@ -32,7 +32,7 @@ import click
 
 from vsphere_kale.errors import ConfigError
 from vsphere_kale.install import certs
-from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
 from vsphere_kale.reconcile.leader import default_identity
 from vsphere_kale.reconcile.reconciler import Reconciler
@@ -124,6 +124,13 @@ async def _run(
     "caBundle); use with cert-manager. The files are still reloaded when they change.",
 )
 @click.option(
+    "--cert-rotation-interval",
+    type=click.FloatRange(0.5, 86400),
+    default=3600.0,
+    show_default=True,
+    help="Seconds between the leader's certificate checks (renewals happen 30 days ahead).",
+)
+@click.option(
     "--identity",
     default=None,
     help="Leader-election identity (default: $POD_NAME, else hostname plus a random suffix).",
@@ -154,6 +161,7 @@ def serve_command(
     rwx_storage_class: str | None,
     log_format: str,
     no_cert_rotation: bool,
+    cert_rotation_interval: float,
     identity: str | None,
     lease_duration: int,
     no_webhook: bool,
@@ -214,7 +222,11 @@ def serve_command(
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
-                kube, namespace=settings.namespace, is_leader=reconciler.is_leader
+                kube,
+                namespace=settings.namespace,
+                is_leader=reconciler.is_leader,
+                interval=cert_rotation_interval,
+                leader_poll=min(5.0, cert_rotation_interval),
             )
             reconciler.add_leader_callback(rotator.kick)
         level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)

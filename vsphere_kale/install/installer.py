@@ -26,10 +26,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -178,6 +178,8 @@ class InstallOptions:
     dry_run: bool = False
     webhook_url: str | None = None
     """Out-of-cluster webhook (``clientConfig.url``, loopback only) instead of the Service."""
+    extra_sans: tuple[str, ...] = ()
+    """More names/addresses for the serving certificate (the webhook URL's host is added)."""
     admission: str = "webhook"
     """``policy``: MutatingAdmissionPolicy instead of the webhook (install/admission_policy)."""
     policy_version: str = "v1"
@@ -185,6 +187,11 @@ class InstallOptions:
     @property
     def cert_manager(self) -> bool:
         return "cert-manager" in self.components
+
+    def serving_extras(self) -> tuple[str, ...]:
+        """``extra_sans`` plus the host the API server calls with ``webhook_url``."""
+        host = urlsplit(self.webhook_url).hostname if self.webhook_url else None
+        return tuple(dict.fromkeys([*self.extra_sans, *([host] if host else [])]))
 
 
 def _strip(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,6 +310,17 @@ class TlsMaterial:
     annotations: dict[str, str]
 
 
+def build_serving_names(
+    namespace: str, annotations: Mapping[str, str], extras: Sequence[str]
+) -> list[str]:
+    """The Service's names, the installed extras (re-runs keep them) and ``extras``."""
+    installed = rotation.serving_names([], annotations)
+    return rotation.serving_names(
+        certs.service_dns_names(render.NAME, namespace),
+        {rotation.EXTRA_SANS_ANNOTATION: ",".join([*installed, *extras])},
+    )
+
+
 def build_certificates(
     plan: rotation.InstallCertPlan,
     existing: Mapping[str, bytes] | None,
@@ -310,10 +328,15 @@ def build_certificates(
     *,
     namespace: str,
     now: dt.datetime,
+    extras: Sequence[str] = (),
 ) -> TlsMaterial:
     """Generate (or reuse) the TLS material the install plan asks for."""
-    dns_names = certs.service_dns_names(render.NAME, namespace)
+    names = build_serving_names(namespace, annotations, extras)
+    service_names = certs.service_dns_names(render.NAME, namespace)
     notes = {k: v for k, v in annotations.items() if k == rotation.ROLLOVER_ANNOTATION}
+    if len(names) > len(service_names):
+        # The rotator renews with the same names (rotation.serving_names reads this back).
+        notes[rotation.EXTRA_SANS_ANNOTATION] = ",".join(names[len(service_names) :])
     if plan.action == "new-ca" or existing is None:
         ca_cert, ca_key = certs.build_ca(
             f"vsphere-kale-ca ({namespace}, {rotation.format_time(now)})", days=rotation.CA_DAYS
@@ -327,12 +350,8 @@ def build_certificates(
     if plan.action == "reuse" and existing is not None:
         tls_cert, tls_key = existing[rotation.TLS_CERT], existing[rotation.TLS_KEY]
     else:
-        tls_cert, tls_key = certs.build_serving_cert(
-            ca_cert,
-            ca_key,
-            dns_names=dns_names,
-            days=rotation.SERVING_DAYS,
-            common_name=dns_names[2],
+        tls_cert, tls_key = rotation.issue_serving_cert(
+            ca_cert, ca_key, names=names, days=rotation.SERVING_DAYS
         )
     data = {
         rotation.CA_CERT: ca_cert,
@@ -398,14 +417,17 @@ def install(
     tls: TlsMaterial | None = None
     if not options.cert_manager:
         existing, annotations, bundle_pem = installer.fetch_tls(ns)
+        extras = options.serving_extras()
         plan = rotation.plan_install_certs(
             existing,
             bundle_pem,
             now=moment,
-            dns_names=certs.service_dns_names(render.NAME, ns),
+            dns_names=build_serving_names(ns, annotations, extras),
         )
         result.cert_plan = plan
-        tls = build_certificates(plan, existing, annotations, namespace=ns, now=moment)
+        tls = build_certificates(
+            plan, existing, annotations, namespace=ns, now=moment, extras=extras
+        )
     objects = prepare_manifests(options, rendered=rendered, tls=tls)
     if options.cert_manager:
         _keep_injected_bundle(installer, objects)
@@ -417,9 +439,25 @@ def install(
         options.admission, webhook_configuration=render.WEBHOOK_CONFIGURATION
     ):
         key = render.ObjectKey.of(stale)
-        if _managed(installer.get(key)):
-            result.changes.append(_delete(installer, key))
+        if is_managed(installer.get(key)):
+            result.changes.append(delete_object(installer, key))
     return result
+
+
+def is_managed(obj: Mapping[str, Any] | None) -> bool:
+    """Labelled as ours: install and uninstall delete nothing else."""
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(render.MANAGED_BY_LABEL) == render.MANAGED_BY
+
+
+def delete_object(installer: Installer, key: render.ObjectKey) -> Change:
+    try:
+        installer.kube.delete(
+            resource_for(key), key.name, namespace=key.namespace, dry_run=installer.dry_run
+        )
+    except KubeNotFound:
+        return installer.report(Change(key, "not found"))
+    return installer.report(Change(key, "deleted"))
 
 
 def _keep_injected_bundle(installer: Installer, objects: Sequence[dict[str, Any]]) -> None:
@@ -457,163 +495,6 @@ def render_offline(
             {},
             namespace=options.settings.namespace,
             now=now or dt.datetime.now(dt.timezone.utc),
+            extras=options.serving_extras(),
         )
     return prepare_manifests(options, rendered=rendered, tls=tls)
-
-
-# --- wait --------------------------------------------------------------------------------------
-
-
-def decide_rollout(deployment: Mapping[str, Any] | None) -> str | None:
-    """Why the Deployment is not rolled out and available yet (None when it is).
-
-    The same test as ``kubectl rollout status``: the controller saw the latest spec, every
-    replica runs it, and all of them are available (readiness ``/readyz`` passed).
-    """
-    if deployment is None:
-        return "the Deployment does not exist"
-    md = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    want = int(spec.get("replicas", 1))
-    if int(status.get("observedGeneration", 0)) < int(md.get("generation", 1)):
-        return "waiting for the deployment controller to observe the new spec"
-    updated = int(status.get("updatedReplicas", 0))
-    if updated < want:
-        return f"{updated} of {want} replicas run the new spec"
-    if int(status.get("replicas", 0)) > updated:
-        return "old replicas are still terminating"
-    available = int(status.get("availableReplicas", 0))
-    if available < updated:
-        return f"{available} of {updated} updated replicas are available"
-    return None
-
-
-def decide_endpoints(endpoints: Mapping[str, Any] | None) -> str | None:
-    """Why the webhook Service has no ready endpoint (None when it has one)."""
-    for subset in (endpoints or {}).get("subsets") or []:
-        if subset.get("addresses"):
-            return None
-    return "the webhook Service has no ready endpoints yet"
-
-
-def wait_ready(
-    kube: Kube,
-    namespace: str,
-    *,
-    timeout: float,
-    poll: float = 1.0,
-    echo: Callable[[str], None] | None = None,
-) -> None:
-    """Until the Deployment is available and the Service has ready endpoints, or raise."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        why = decide_rollout(kube.get_optional(r.DEPLOYMENT, render.NAME, namespace=namespace))
-        if why is None:
-            endpoints = kube.get_optional(r.ENDPOINTS, render.NAME, namespace=namespace)
-            why = decide_endpoints(endpoints)
-        if why is None:
-            return
-        if why != last and echo is not None:
-            echo(f"waiting: {why}")
-        last = why
-        if time.monotonic() >= deadline:
-            raise VsphereKaleError(
-                f"not ready after {timeout:.0f} s: {why}; check "
-                f"`kubectl -n {namespace} describe deployment {render.NAME}` and its pods' events"
-            )
-        time.sleep(poll)
-
-
-# --- uninstall ---------------------------------------------------------------------------------
-
-
-def _managed(obj: Mapping[str, Any] | None) -> bool:
-    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(render.MANAGED_BY_LABEL) == render.MANAGED_BY
-
-
-def uninstall(
-    kube: Kube,
-    *,
-    settings: Settings,
-    rendered: Sequence[dict[str, Any]],
-    dry_run: bool = False,
-    purge: bool = False,
-    echo: Callable[[str], None] | None = None,
-) -> list[Change]:
-    """Delete what install created, newest dependencies first; see the module docstring.
-
-    ``rendered`` should be the base with every component, so every name install could have
-    created is known. ``purge`` also deletes the reconciler's per-namespace RoleBindings.
-    """
-    installer = Installer(kube, dry_run=dry_run, echo=echo)
-    ns = settings.namespace
-    objects = render.build_manifests(rendered, settings=settings)
-    objects.append(render.build_tls_secret(ns, {}))
-    objects += admission_policy.build_policy_stubs()  # either --admission mode
-    changes: list[Change] = []
-    served: dict[str, bool] = {}
-    namespace_obj: dict[str, Any] | None = None
-    # The webhook configuration first: the API server stops calling us before the pods go
-    # (with failurePolicy Ignore a call to a vanished webhook costs each PVC create a timeout).
-    ordered = sorted(
-        reversed(render.sort_for_apply(objects)),
-        key=lambda o: render.kind_of(o) != "MutatingWebhookConfiguration",
-    )
-    for obj in ordered:
-        key = render.ObjectKey.of(obj)
-        if key.kind == "Namespace":
-            namespace_obj = obj
-            continue
-        if key.api_version not in served:
-            served[key.api_version] = fetch_served(kube, key.api_version)
-        if not served[key.api_version]:
-            continue
-        live = installer.get(key)
-        if live is None:
-            continue
-        if not _managed(live):
-            changes.append(installer.report(Change(key, "kept", "not labelled managed-by")))
-            continue
-        changes.append(_delete(installer, key))
-    if purge:
-        changes += _purge_bindings(installer, settings)
-    if namespace_obj is not None:
-        key = render.ObjectKey.of(namespace_obj)
-        live = installer.get(key)
-        if live is not None:
-            annotations = (live.get("metadata") or {}).get("annotations") or {}
-            if annotations.get(CREATED_BY_ANNOTATION) == CREATED_BY_INSTALL:
-                changes.append(_delete(installer, key))
-            else:
-                changes.append(installer.report(Change(key, "kept", "existed before install")))
-    return changes
-
-
-def _delete(installer: Installer, key: render.ObjectKey) -> Change:
-    try:
-        installer.kube.delete(
-            resource_for(key), key.name, namespace=key.namespace, dry_run=installer.dry_run
-        )
-    except KubeNotFound:
-        return installer.report(Change(key, "not found"))
-    return installer.report(Change(key, "deleted"))
-
-
-def _purge_bindings(installer: Installer, settings: Settings) -> list[Change]:
-    name = settings.pod_security.role_binding_name
-    listing = installer.kube.list(
-        r.ROLE_BINDING, label_selector=f"{render.MANAGED_BY_LABEL}={render.MANAGED_BY}"
-    )
-    changes = []
-    for item in listing.get("items") or []:
-        md = item.get("metadata") or {}
-        if md.get("name") != name:
-            continue
-        key = render.ObjectKey(
-            "rbac.authorization.k8s.io/v1", "RoleBinding", name, md.get("namespace")
-        )
-        changes.append(_delete(installer, key))
-    return changes

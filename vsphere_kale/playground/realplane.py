@@ -32,14 +32,14 @@ class RealPlane:
     (one context per user, as the sandbox writes), ``api_client()``, ``write_kubeconfig()``,
     ``stop()``."""
 
-    def __init__(self, *, flavor: str, kubeconfig_path: Path) -> None:
+    def __init__(self, *, flavor: str, kubeconfig_path: Path, port: int = 0) -> None:
         if flavor == "psp":
             raise ConfigError("--flavor", PSP_ON_REAL)
         # Imported here: the embedded playground must not depend on the launcher.
         from vsphere_kale.controlplane import ControlPlaneError, start_control_plane
 
         try:
-            self._cp = start_control_plane(flavor=flavor)
+            self._cp = start_control_plane(flavor=flavor, port=port or None)
         except ControlPlaneError as exc:
             raise ConfigError("--control-plane", str(exc)) from exc
         self.url: str = self._cp.url

@@ -32,3 +32,25 @@ def sentence(text: str, *, capitalize: bool = True) -> str:
     if capitalize:
         text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+
+
+def describe_user(username: str) -> str:
+    """``service account NS/NAME`` for a service account's username, else ``user NAME``:
+    a hint must not tell a person to grant "the service account" their own missing right."""
+    if username.startswith(SERVICE_ACCOUNT_PREFIX):
+        namespace, _, name = username[len(SERVICE_ACCOUNT_PREFIX) :].partition(":")
+        return f"service account {namespace}/{name}"
+    return f"user {username}" if username else "the caller"
+
+
+def forbidden_user(message: str) -> str:
+    """The username in an API server 403 (``User "alice" cannot ...``), or ``""``."""
+    marker = 'User "'
+    start = message.find(marker)
+    if start < 0:
+        return ""
+    end = message.find('"', start + len(marker))
+    return message[start + len(marker) : end] if end > 0 else ""

@@ -40,7 +40,12 @@ from vsphere_kale.policy.podsecurity import (
     facts_from_objects,
     plan,
 )
-from vsphere_kale.policy.text import sentence
+from vsphere_kale.policy.text import (
+    SERVICE_ACCOUNT_PREFIX,
+    describe_user,
+    forbidden_user,
+    sentence,
+)
 from vsphere_kale.reconcile.events import (
     BINDING_CREATED,
     BINDING_REPAIRED,
@@ -376,7 +381,7 @@ class PodSecurityApplier:
             return str(exc)
         hint = ""
         if isinstance(exc, KubeForbidden):
-            hint = "; grant the service account the permission named above (see deploy/ RBAC)"
+            hint = forbidden_hint(forbidden_user(str(exc)))
         elif exc.status in (0, 429) or exc.status >= 500:
             hint = "; it will be retried"
         return sentence(f"could not reconcile namespace {name}: {exc}{hint}")
@@ -497,6 +502,18 @@ class PodSecurityApplier:
                 )
 
 
+def forbidden_hint(username: str) -> str:
+    """What to do about a 403, for whoever was refused: the service's own account needs its
+    RBAC back; a person (``vsphere-kale reconcile`` run as a user) lacks the right themselves."""
+    if not username or username.startswith(SERVICE_ACCOUNT_PREFIX):
+        who = describe_user(username) if username else "the service account"
+        return f"; grant {who} the permission named above (see deploy/ RBAC)"
+    return (
+        f"; {describe_user(username)} lacks the permission named above (your own right, not "
+        "the service's): ask a cluster admin to run this or to grant it"
+    )
+
+
 class BindingForbidden(KubeForbidden):
     """A 403 creating the RoleBinding, with what to grant.
 
@@ -509,14 +526,16 @@ class BindingForbidden(KubeForbidden):
     @classmethod
     def explain(cls, action: CreateBinding, exc: KubeForbidden) -> BindingForbidden:
         where = f"rolebinding {action.namespace}/{action.binding.name}"
+        refused = forbidden_user(str(exc))
+        who = describe_user(refused) if refused else "the service account"
         if "cannot create resource" in str(exc):
             text = (
-                f"cannot create {where}: the service account needs `create` on "
+                f"cannot create {where}: {who} needs `create` on "
                 f"rolebindings.rbac.authorization.k8s.io in namespace {action.namespace}"
             )
         else:
             text = (
-                f"cannot create {where}: the service account needs `bind` on "
+                f"cannot create {where}: {who} needs `bind` on "
                 f"clusterrole/{action.binding.cluster_role} (RBAC refuses to grant a role "
                 "its creator neither holds nor may bind)"
             )
