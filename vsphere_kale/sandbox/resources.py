@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vsphere_kale.policy.kubestatus import build_status
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
 
 FLAVORS = ("psp", "psa")
@@ -395,30 +396,15 @@ class StatusError(Exception):
         super().__init__(message)
 
     def to_status(self) -> JSONObject:
-        """The metav1.Status body, keys in kube's order (kind, apiVersion, metadata, status,
-        message, reason, details, code) and ``details`` as Go serialises StatusDetails:
-        name, group, kind, uid, causes, retryAfterSeconds, empty strings omitted."""
-        status: JSONObject = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {"continue": self.list_continue} if self.list_continue else {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-        }
-        if self.details is not None or self.retry_after is not None:
-            given = dict(self.details or {})
-            if self.retry_after is not None:
-                given["retryAfterSeconds"] = self.retry_after
-            ordered: JSONObject = {}
-            for key in ("name", "group", "kind", "uid", "causes", "retryAfterSeconds"):
-                if given.get(key) not in (None, ""):
-                    ordered[key] = given.pop(key)
-                given.pop(key, None)
-            ordered.update(given)
-            status["details"] = ordered
-        status["code"] = self.code
-        return status
+        """The metav1.Status body (:func:`vsphere_kale.policy.kubestatus.build_status`)."""
+        return build_status(
+            code=self.code,
+            reason=self.reason,
+            message=self.message,
+            details=self.details,
+            retry_after=self.retry_after,
+            list_continue=self.list_continue,
+        )
 
 
 def _details(rt: ResourceType, name: str) -> JSONObject:

@@ -32,6 +32,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from vsphere_kale.errors import KubeError
+from vsphere_kale.policy.kubestatus import build_status
 from vsphere_kale.sandbox import openapi, protobuf, tables
 from vsphere_kale.sandbox.apply import apply as apply_config
 from vsphere_kale.sandbox.apply import default_manager, record_update
@@ -1530,16 +1531,7 @@ class ApiHandler(tornado.web.RequestHandler):
         }
         if info.rt.group:
             details["group"] = info.rt.group
-        self._send(
-            200,
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": details,
-            },
-        )
+        self._send(200, build_status(status="Success", details=details))
 
     def _delete_collection(self, info: RequestInfo) -> None:
         options = self._delete_options()

@@ -43,6 +43,7 @@ import tornado.web
 from tornado import httputil
 
 from vsphere_kale.errors import AdmissionError, ConfigError
+from vsphere_kale.policy.kubestatus import build_status
 from vsphere_kale.settings import Settings
 from vsphere_kale.webhook import admission
 from vsphere_kale.webhook.limits import Budget, decide_body_reservation
@@ -88,17 +89,8 @@ _STATUS_REASONS = {
 
 def _status_body(code: int, message: str) -> bytes:
     """A Kubernetes ``Status`` object: what kubectl and the API server expect from errors."""
-    return json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "code": code,
-            "reason": _STATUS_REASONS.get(code, "InternalError"),
-            "message": message,
-        }
-    ).encode()
+    reason = _STATUS_REASONS.get(code, "InternalError")
+    return json.dumps(build_status(code=code, reason=reason, message=message)).encode()
 
 
 class _BaseHandler(tornado.web.RequestHandler):
