@@ -249,6 +249,10 @@ class WriteHandler(ReadHandler):
         refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
         self._record_update(info, None, admitted)
+        self._store_created(info, admitted, dry_run=dry_run)
+
+    def _store_created(self, info: RequestInfo, admitted: JSONObject, *, dry_run: bool) -> None:
+        """Store an admitted new object and answer 201 with it as served."""
         stored = self.sandbox.store.create(
             self._storage_type(info),
             info.namespace,
@@ -397,13 +401,7 @@ class WriteHandler(ReadHandler):
         validate_meta(info.rt, body)
         refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
-        stored = self.sandbox.store.create(
-            self._storage_type(info),
-            info.namespace,
-            to_storage(info.rt, admitted),
-            dry_run=dry_run,
-        )
-        self._send(201, self._served(info, stored))
+        self._store_created(info, admitted, dry_run=dry_run)
 
     # -- virtual resources --
 
