@@ -235,8 +235,9 @@ FULL_AUTHORITY = (
 )
 
 
-def object_meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
+def object_meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """An object's metadata for reading (empty when absent or not an object)."""
+    meta = (obj or {}).get("metadata")
     return meta if isinstance(meta, Mapping) else {}
 
 

@@ -43,10 +43,10 @@ from vsphere_kale.sandbox.store_objects import (
     apply_create_defaults,
     apply_update_defaults,
     clone,
+    ensure_meta,
     generation_content,
     normalize_meta,
     now_rfc3339,
-    object_meta,
 )
 from vsphere_kale.sandbox.types import JSONObject, ResourceRef
 
@@ -84,7 +84,7 @@ class Store(StoreBase):
         self, rt: ResourceType, namespace: str | None, obj: JSONObject, *, dry_run: bool = False
     ) -> JSONObject:
         """Store a new object (``obj`` is consumed). Raises StatusError (404/403/409/422)."""
-        meta = object_meta(obj)
+        meta = ensure_meta(obj)
         normalize_meta(meta)
         ns = (namespace or "") if rt.namespaced else ""
         with self.lock:
@@ -133,7 +133,7 @@ class Store(StoreBase):
         Removing the last finalizer of an object being deleted deletes it.
         """
         ns = (namespace or "") if rt.namespaced else ""
-        meta = object_meta(obj)
+        meta = ensure_meta(obj)
         normalize_meta(meta)
         with self.lock:
             current = self._bucket(rt).get((ns, name))

@@ -67,7 +67,8 @@ class Watcher:
         self.deliver = deliver
 
 
-def object_meta(obj: JSONObject) -> JSONObject:
+def ensure_meta(obj: JSONObject) -> JSONObject:
+    """An object's metadata for writing: created when absent, 400 when not an object."""
     meta = obj.get("metadata")
     if meta is None:
         meta = obj["metadata"] = {}

@@ -55,7 +55,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPTimeoutError, SimpleAsyncHTTPClient
 
 from vsphere_kale.errors import KubeConflict, KubeError
-from vsphere_kale.sandbox.rbac import label_selector_matches
+from vsphere_kale.sandbox.rbac_rules import label_selector_matches, object_meta
 from vsphere_kale.sandbox.types import (
     AdmissionAttributes,
     AdmissionRejected,
@@ -74,7 +74,6 @@ from vsphere_kale.sandbox.webhooks_review import (
     check_response,
     denial,
     object_labels,
-    object_meta,
     rule_matches,
     webhooks_of,
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonpatch
 
+from vsphere_kale.sandbox.rbac_rules import object_meta
 from vsphere_kale.sandbox.types import (
     AdmissionAttributes,
     AdmissionRejected,
@@ -32,11 +33,6 @@ OPTIONS_KIND = {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": 
 
 class WebhookCallError(Exception):
     """Calling a webhook failed; ``failurePolicy`` decides what that means."""
-
-
-def object_meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    meta = (obj or {}).get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
 
 
 def object_labels(obj: Mapping[str, Any] | None) -> Mapping[str, str]:
