@@ -61,3 +61,18 @@ class KubeNotFound(KubeError):
 
 class KubeUnavailable(KubeError):
     """The API server could not be reached, timed out, or answered 5xx/429."""
+
+
+class RequestRefused(VsphereKaleError):
+    """One of our HTTP servers refuses a request (bad input, no or invalid token, denied,
+    too many at once, not the leader): the HTTP code, the ``Status`` reason and a sentence,
+    answered as a Kubernetes ``Status`` body by the handler's one error mapping."""
+
+    def __init__(
+        self, message: str, *, code: int, reason: str, retry_after: int | None = None
+    ) -> None:
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+        """Seconds for the answer's ``Retry-After`` header, if it should have one."""
+        super().__init__(message)

@@ -28,6 +28,7 @@ from packaging.version import Version
 
 import vsphere_kale
 from vsphere_kale.install import certs
+from vsphere_kale.install.doctor import fetch_required_roles
 from vsphere_kale.sandbox.selectors import selector_from_label_selector_object
 from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
 
@@ -279,45 +280,16 @@ def test_our_namespace_enforces_the_restricted_pod_security_standard(
 
 # --- RBAC -----------------------------------------------------------------------------------
 
-# What `vsphere-kale serve` needs, rule by rule (deploy/base/rbac.yaml says which feature needs
-# which). A change here is a change to the service's privileges: update docs/install.md's table too.
-CLUSTER_RULES = [
-    (("",), ("namespaces",), ("get", "list", "watch", "patch"), ()),
-    (("kubeflow.org",), ("profiles",), ("get", "list", "watch"), ()),
-    (("rbac.authorization.k8s.io",), ("rolebindings",), ("get", "list", "watch", "create"), ()),
-    (
-        ("rbac.authorization.k8s.io",),
-        ("rolebindings",),
-        ("patch", "delete"),
-        ("vsphere-kale-psp",),
-    ),
-    (
-        ("rbac.authorization.k8s.io",),
-        ("clusterroles",),
-        ("bind",),
-        ("psp:vmware-system-privileged",),
-    ),
-    (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
-    (("",), ("events",), ("list",), ()),
-    (("",), ("persistentvolumeclaims",), ("list", "watch"), ()),
-    (("storage.k8s.io",), ("storageclasses",), ("get", "list"), ()),
-    (
-        ("admissionregistration.k8s.io",),
-        ("mutatingwebhookconfigurations",),
-        ("get", "patch"),
-        (NAME,),
-    ),
-    (("authentication.k8s.io",), ("tokenreviews",), ("create",), ()),
-    (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
-    (("",), ("persistentvolumeclaims",), ("get", "create", "delete"), ()),
-    (("",), ("pods",), ("list",), ()),
-]
-NAMESPACE_RULES = [
-    (("coordination.k8s.io",), ("leases",), ("create",), ()),
-    (("coordination.k8s.io",), ("leases",), ("get", "update"), ("vsphere-kale-leader",)),
-    (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
-    (("",), ("secrets",), ("get", "update", "patch"), ("vsphere-kale-tls",)),
-]
+# What `vsphere-kale serve` needs is not copied here: tests/install/test_rbac_usage.py runs the
+# service as its ServiceAccount and holds every grant to a call the code makes. Here: the
+# rendered roles are the ones doctor derives from deploy/base (one source, applied the same way
+# for the cert-manager component), and the shape rules below.
+
+
+def doctor_rules(kind: str, *, cert_manager: bool) -> list[tuple[tuple[str, ...], ...]]:
+    """Our ClusterRole or Role as ``vsphere-kale doctor`` reads it from deploy/."""
+    settings = settings_from_mapping({"storage": {"rwxStorageClass": "nfs-client"}})
+    return rules_table(find(fetch_required_roles(settings, cert_manager=cert_manager), kind, NAME))
 
 
 def roles(docs: list[Doc]) -> Iterator[Doc]:
@@ -348,14 +320,16 @@ def test_privilege_verbs_only_on_named_objects(
             assert "escalate" not in rule["verbs"] and "impersonate" not in rule["verbs"]
 
 
-def test_service_rbac_is_exactly_what_the_code_uses(
+def test_rendered_service_rbac_is_what_doctor_reads_from_deploy_base(
     rendered: dict[tuple[str, ...], list[Doc]],
 ) -> None:
     docs = rendered[()]
-    assert rules_table(find(docs, "ClusterRole", NAME)) == CLUSTER_RULES
+    assert rules_table(find(docs, "ClusterRole", NAME)) == doctor_rules(
+        "ClusterRole", cert_manager=False
+    )
     role = find(docs, "Role", NAME)
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert rules_table(role) == NAMESPACE_RULES
+    assert rules_table(role) == doctor_rules("Role", cert_manager=False)
 
 
 def test_bind_is_limited_to_the_configured_psp_cluster_role(
@@ -401,18 +375,26 @@ def test_reconciler_role_aggregates_into_kubeflow_admin(
 def test_cert_manager_mode_drops_the_rotation_permissions(
     rendered: dict[tuple[str, ...], list[Doc]],
 ) -> None:
+    base_cluster = doctor_rules("ClusterRole", cert_manager=False)
+    base_role = doctor_rules("Role", cert_manager=False)
     for combo, docs in rendered.items():
         cluster = rules_table(find(docs, "ClusterRole", NAME))
         namespaced = rules_table(find(docs, "Role", NAME))
         if "cert-manager" in combo:
+            # cert-manager owns the Secret and the caBundle: no Secret rule, the webhook
+            # configuration read-only; everything else as in the base.
+            assert namespaced == [rule for rule in base_role if rule[1] != ("secrets",)]
             assert cluster == [
                 (g, r, ("get",), n) if r == ("mutatingwebhookconfigurations",) else (g, r, v, n)
-                for g, r, v, n in CLUSTER_RULES
+                for g, r, v, n in base_cluster
             ], combo_id(combo)
-            assert namespaced == NAMESPACE_RULES[:3], combo_id(combo)
+            assert (cluster, namespaced) == (
+                doctor_rules("ClusterRole", cert_manager=True),
+                doctor_rules("Role", cert_manager=True),
+            ), combo_id(combo)
         else:
-            assert cluster == CLUSTER_RULES, combo_id(combo)
-            assert namespaced == NAMESPACE_RULES, combo_id(combo)
+            assert cluster == base_cluster, combo_id(combo)
+            assert namespaced == base_role, combo_id(combo)
 
 
 # --- the settings file ----------------------------------------------------------------------

@@ -243,8 +243,14 @@ def test_an_expiring_ca_is_rolled_over_without_a_failed_admission_call(
         assert time.monotonic() < deadline, "the webhook did not load the old certificate"
         time.sleep(0.05)
     claims = ClaimLoop(admin, "alice")
+    # The rotator's clock: real time plus what the test skips (the grace period).
+    skipped = [dt.timedelta(0)]
     rotator = CertificateRotator(
-        Kube(as_sa), namespace=NS, grace=dt.timedelta(seconds=3), publish_settle=0.3
+        Kube(as_sa),
+        namespace=NS,
+        grace=dt.timedelta(seconds=3),
+        publish_settle=0.3,
+        clock=lambda: dt.datetime.now(dt.timezone.utc) + skipped[0],
     )
     try:
         claims.wait_for(2)
@@ -255,8 +261,20 @@ def test_an_expiring_ca_is_rolled_over_without_a_failed_admission_call(
         assert rotator.status.steps == ["stage-ca", "publish-ca", "promote-ca"]
         assert first.action == "ok" and "rollover in progress" in first.reason
         assert len(rotation.parse_bundle(_bundle(admin))) == 2  # old + new, for now
-        # ...replicas reload within the grace period; a later run drops the old CA.
-        time.sleep(3.5)
+        # ...replicas reload within the grace period (the webhook serves the new CA's
+        # certificate while claims keep being admitted); once the grace has passed on the
+        # rotator's clock, a later run drops the old CA.
+        in_grace = len(claims.names)
+        deadline = time.monotonic() + 10
+        while served_certificate_expiry(server.port) < dt.datetime.now(
+            dt.timezone.utc
+        ) + dt.timedelta(days=300):
+            assert time.monotonic() < deadline, "the webhook did not load the new certificate"
+            time.sleep(0.05)
+        claims.wait_for(in_grace + 3)
+        early = rotator.run_once()
+        assert rotator.status.steps == [] and early.action == "ok", rotator.status.steps
+        skipped[0] = rotator.grace + dt.timedelta(seconds=1)
         marks.append(time.monotonic())
         second = rotator.run_once()
         marks.append(time.monotonic())
@@ -327,13 +345,23 @@ def test_the_loop_rotates_when_leadership_starts_and_not_before(
     admin = running.api_client()
     _set_near_expiry_ca(admin, days=10)
     leading = threading.Event()
+    asked: list[bool] = []
+
+    def is_leader() -> bool:
+        asked.append(leading.is_set())
+        return asked[-1]
+
     rotator = CertificateRotator(
-        Kube(as_sa), namespace=NS, is_leader=leading.is_set, leader_poll=0.1, publish_settle=0
+        Kube(as_sa), namespace=NS, is_leader=is_leader, leader_poll=0.1, publish_settle=0
     )
     rotator.start()
     try:
-        time.sleep(0.5)
-        assert rotator.status.last_run is None  # a follower never writes
+        # A follower asks whether it leads, again and again, and never writes.
+        deadline = time.monotonic() + 10
+        while len(asked) < 3:
+            assert time.monotonic() < deadline, "the loop never asked for leadership"
+            time.sleep(0.02)
+        assert rotator.status.last_run is None
         leading.set()
         deadline = time.monotonic() + 10
         while rotator.status.last_run is None:

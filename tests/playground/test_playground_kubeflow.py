@@ -91,8 +91,12 @@ def test_profile_gets_namespace_then_service_accounts_then_bindings(
     seen: list[tuple[str, str, int]] = []
     # Given watches open before the Profile exists (kube, like the sandbox, lets one watch a
     # namespace's objects before the namespace exists)
+    open_before = running.sandbox.open_watches
     threads = _watch_kinds(running, "carol", seen)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while running.sandbox.open_watches < open_before + len(threads):
+        assert time.monotonic() < deadline, "the watches did not open"
+        time.sleep(0.02)
     # When a Profile is created
     profile = _custom(running).create_cluster_custom_object(
         "kubeflow.org", "v1", "profiles", _profile("carol", "carol@example.com")
@@ -252,7 +256,8 @@ def test_kubeflow_emulation_off_by_flag(sandbox: RunningSandbox) -> None:
     _custom(sandbox).create_cluster_custom_object(
         "kubeflow.org", "v1", "profiles", _profile("gina", "gina@example.com")
     )
-    time.sleep(0.2)
+    # Every in-process controller has seen the Profile (there is no profile controller).
+    assert sandbox.sandbox.wait_idle(5)
     with pytest.raises(ApiException):
         client.CoreV1Api(sandbox.api_client()).read_namespace("gina")
 

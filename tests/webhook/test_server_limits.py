@@ -179,12 +179,17 @@ def test_slowloris_headers_are_cut_off(serve: Callable[..., WebhookServer], ca: 
         sock.close()
 
 
-def test_a_stalled_tls_handshake_is_closed(serve: Callable[..., WebhookServer]) -> None:
+def test_a_stalled_tls_handshake_is_closed(
+    serve: Callable[..., WebhookServer], ca: Path
+) -> None:
     server = serve(idle_timeout_seconds=0.5)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     try:
         raw.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
-        wait_until("half handshake closed", lambda: closed_by_server(raw))
+        wait_until("half handshake closed", lambda: closed_by_server(raw))  # raises if not
+        assert closed_by_server(raw)
+        # ...and the server goes on answering complete requests.
+        assert review_ok(server.port, ca, "u-after-half-handshake")
     finally:
         raw.close()
 

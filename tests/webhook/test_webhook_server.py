@@ -744,9 +744,18 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(cert_dir: Path, ca: Path)
         conn.putrequest("POST", "/mutate/persistentvolumeclaims")
         conn.putheader("Content-Type", "application/json")
         conn.putheader("Content-Length", str(len(body)))
+        # The server answers "100 Continue" once it has read the headers (tornado writes it
+        # after its delegate took the request), so the request is in flight from here on.
+        conn.putheader("Expect", "100-continue")
         conn.endheaders()
+        continue_line = b"HTTP/1.1 100 (Continue)\r\n\r\n"
+        got = b""
+        while len(got) < len(continue_line):
+            chunk = conn.sock.recv(len(continue_line) - len(got))
+            assert chunk, "the server closed the connection before reading the headers"
+            got += chunk
+        assert got == continue_line
         conn.send(body[:50])
-        time.sleep(0.3)  # let the server read the headers
 
         # When the kubelet sends SIGTERM
         proc.proc.send_signal(signal.SIGTERM)

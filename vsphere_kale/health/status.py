@@ -31,6 +31,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from vsphere_kale.errors import KubeForbidden, KubeNotFound
@@ -110,67 +111,118 @@ def _items(answer: Mapping[str, Any]) -> list[Any]:
     return list(answer.get("items") or [])
 
 
+@dataclass(frozen=True)
+class ReadContext:
+    kube: Kube
+    namespace: str
+    webhook_name: str
+
+
+def _list(
+    resource: r.Resource, *, cached: bool = True, **query: Any
+) -> Callable[[ReadContext], list[Any]]:
+    def fetch(at: ReadContext) -> list[Any]:
+        args = dict(query)
+        if resource.namespaced:
+            args["namespace"] = at.namespace
+        if cached:
+            args["resource_version"] = CACHED
+        return _items(at.kube.list(resource, timeout=REQUEST_TIMEOUT, **args))
+
+    return fetch
+
+
+def _get_namespace(at: ReadContext) -> Any:
+    return at.kube.get(r.NAMESPACE, at.namespace, timeout=REQUEST_TIMEOUT)
+
+
+def _get_webhook(at: ReadContext) -> Any:
+    return at.kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, at.webhook_name, timeout=REQUEST_TIMEOUT)
+
+
+def _get_profile(at: ReadContext) -> Any:
+    # Kubeflow before 1.3 serves Profiles as v1beta1 only: discovery says which.
+    version = at.kube.discovery().profile_version
+    if version is None:
+        return None
+    return at.kube.get(r.PROFILE.at(version), at.namespace, timeout=REQUEST_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of the status: its key in the result, how to fetch it, the sentence a 403
+    becomes (``{namespace}``, ``{webhook}`` filled in), and in which pod-security modes."""
+
+    key: str
+    fetch: Callable[[ReadContext], Any]
+    forbidden: str
+    absent_is_none: bool = False
+    """404 (the object, or its type, is not served) is ``None`` rather than an error."""
+    modes: frozenset[str] = frozenset({"off", "psp", "psa"})
+
+
+STATUS_READS: tuple[Read, ...] = (
+    # The namespace first: a missing namespace is a 404 although its claims list as [].
+    Read(
+        "namespace",
+        _get_namespace,
+        "Cannot check pod security: the caller may not get namespace {namespace}.",
+    ),
+    Read(
+        "pvcs",
+        _list(r.PERSISTENT_VOLUME_CLAIM),
+        "The caller may not list persistentvolumeclaims in {namespace}.",
+    ),
+    Read(
+        "events",
+        _list(r.EVENT, field_selector=PVC_EVENTS_SELECTOR),
+        "Provisioning errors are not shown: the caller may not list events in {namespace}.",
+    ),
+    Read(
+        "storage_classes",
+        _list(r.STORAGE_CLASS),
+        "Storage classes are not checked: the caller may not list storageclasses.storage.k8s.io.",
+    ),
+    Read(
+        "webhook",
+        _get_webhook,
+        "Cannot check the webhook: the caller may not get "
+        "mutatingwebhookconfigurations.admissionregistration.k8s.io {webhook}.",
+        absent_is_none=True,
+    ),
+    Read(
+        "profile",
+        _get_profile,
+        "Cannot check pod security: the caller may not get profiles.kubeflow.org {namespace}.",
+        absent_is_none=True,
+        modes=frozenset({"psp", "psa"}),
+    ),
+    Read(
+        "bindings",
+        # A consistent read (no CACHED): the widget refreshes right after a Reconcile and
+        # must see the binding it just created; the list is a handful of objects.
+        _list(r.ROLE_BINDING, cached=False),
+        "Cannot check pod security: the caller may not list "
+        "rolebindings.rbac.authorization.k8s.io in {namespace}.",
+        modes=frozenset({"psp"}),
+    ),
+)
+"""Every read of the status, in the order their errors are raised (:func:`_fetch_all`)."""
+
+
 def _readers(
     kube: Kube, namespace: str, *, mode: str, webhook_name: str
 ) -> dict[str, Callable[[], Any]]:
-    """One callable per read, each translating errors and turning 403 into Unreadable."""
-    timeout = REQUEST_TIMEOUT
+    """One callable per read of :data:`STATUS_READS` that ``mode`` needs, each translating
+    errors and turning 403 into Unreadable."""
+    at = ReadContext(kube, namespace, webhook_name)
 
-    def get_profile() -> Any:
-        # Kubeflow before 1.3 serves Profiles as v1beta1 only: discovery says which.
-        version = kube.discovery().profile_version
-        if version is None:
-            return None
-        return kube.get(r.PROFILE.at(version), namespace, timeout=timeout)
+    def reader(read: Read) -> Callable[[], Any]:
+        forbidden = read.forbidden.format(namespace=namespace, webhook=webhook_name)
+        wrap = get_or_unreadable if read.absent_is_none else read_or_unreadable
+        return lambda: wrap(lambda: read.fetch(at), forbidden=forbidden)
 
-    def listed(resource: r.Resource, **query: Any) -> Callable[[], list[Any]]:
-        return lambda: _items(kube.list(resource, timeout=timeout, **query))
-
-    readers: dict[str, Callable[[], Any]] = {
-        "namespace": lambda: read_or_unreadable(
-            lambda: kube.get(r.NAMESPACE, namespace, timeout=timeout),
-            forbidden=f"Cannot check pod security: the caller may not get namespace {namespace}.",
-        ),
-        "pvcs": lambda: read_or_unreadable(
-            listed(r.PERSISTENT_VOLUME_CLAIM, namespace=namespace, resource_version=CACHED),
-            forbidden=f"The caller may not list persistentvolumeclaims in {namespace}.",
-        ),
-        "events": lambda: read_or_unreadable(
-            listed(
-                r.EVENT,
-                namespace=namespace,
-                field_selector=PVC_EVENTS_SELECTOR,
-                resource_version=CACHED,
-            ),
-            forbidden="Provisioning errors are not shown: the caller may not list events in "
-            f"{namespace}.",
-        ),
-        "storage_classes": lambda: read_or_unreadable(
-            listed(r.STORAGE_CLASS, resource_version=CACHED),
-            forbidden="Storage classes are not checked: the caller may not list "
-            "storageclasses.storage.k8s.io.",
-        ),
-        "webhook": lambda: get_or_unreadable(
-            lambda: kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, webhook_name, timeout=timeout),
-            forbidden="Cannot check the webhook: the caller may not get "
-            f"mutatingwebhookconfigurations.admissionregistration.k8s.io {webhook_name}.",
-        ),
-    }
-    if mode != "off":
-        readers["profile"] = lambda: get_or_unreadable(
-            get_profile,
-            forbidden="Cannot check pod security: the caller may not get "
-            f"profiles.kubeflow.org {namespace}.",
-        )
-    if mode == "psp":
-        readers["bindings"] = lambda: read_or_unreadable(
-            # A consistent read (no CACHED): the widget refreshes right after a Reconcile
-            # and must see the binding it just created; the list is a handful of objects.
-            listed(r.ROLE_BINDING, namespace=namespace),
-            forbidden="Cannot check pod security: the caller may not list "
-            f"rolebindings.rbac.authorization.k8s.io in {namespace}.",
-        )
-    return readers
+    return {read.key: reader(read) for read in STATUS_READS if mode in read.modes}
 
 
 def _fetch_all(readers: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:

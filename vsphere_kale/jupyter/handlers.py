@@ -39,6 +39,7 @@ from vsphere_kale.jupyter.kale_status import (
     fetch_status_with_kale,
 )
 from vsphere_kale.jupyter.service import HealthService
+from vsphere_kale.policy.kubestatus import build_status
 
 SERVICE_KEY = "vsphere_kale_health"
 """Key of the :class:`HealthService` in ``web_app.settings``."""
@@ -119,18 +120,7 @@ class _HealthHandler(APIHandler):
         elif exc is not None:
             message = "internal error in the vsphere-kale extension; see the Jupyter server log"
         self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": status_code,
-                    "reason": reason,
-                    "message": message,
-                }
-            )
-        )
+        self.finish(json.dumps(build_status(code=status_code, reason=reason, message=message)))
 
 
 class StatusHandler(_HealthHandler):

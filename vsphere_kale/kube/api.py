@@ -15,30 +15,40 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from vsphere_kale.errors import (
-    KubeConflict,
-    KubeError,
-    KubeForbidden,
     KubeNotFound,
-    KubeUnavailable,
 )
+from vsphere_kale.kube.connect import IN_CLUSTER_TOKEN, build_api_client
 from vsphere_kale.kube.discovery import Discovery
+from vsphere_kale.kube.listing import ListFunction
 from vsphere_kale.kube.resources import Resource
+from vsphere_kale.kube.translate import header_values, kube_errors, parse_warnings, translate
+
+__all__ = [
+    "APPLY_PATCH",
+    "DEFAULT_TIMEOUT",
+    "IN_CLUSTER_TOKEN",
+    "PATCH_CONTENT_TYPES",
+    "Kube",
+    "ListFunction",
+    "PatchType",
+    "Timeout",
+    "Warnings",
+    "build_api_client",
+    "kube_errors",
+    "parse_warnings",
+    "translate",
+]
 
 log = logging.getLogger(__name__)
 
-IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 Timeout = float | tuple[float, float]
 """Total seconds, or (connect, read) seconds, as urllib3 takes them."""
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
@@ -55,126 +65,6 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
 }
 APPLY_PATCH = "application/apply-patch+yaml"
 """Server-side apply; the body is JSON, which is YAML."""
-
-# The generated methods' keyword arguments -> query parameters (what SharedInformer and
-# Watch pass to a list function).
-_QUERY_NAMES = {
-    "label_selector": "labelSelector",
-    "field_selector": "fieldSelector",
-    "resource_version": "resourceVersion",
-    "resource_version_match": "resourceVersionMatch",
-    "timeout_seconds": "timeoutSeconds",
-    "allow_watch_bookmarks": "allowWatchBookmarks",
-    "watch": "watch",
-    "limit": "limit",
-    "_continue": "continue",
-}
-
-# RFC 7234 warn-value as the API server writes it: 299 - "text" (quotes and backslashes
-# escaped): https://kubernetes.io/blog/2020/09/03/warnings/
-_WARNING = re.compile(r'\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
-
-
-def build_api_client(
-    kubeconfig: str | None = None, *, context: str | None = None
-) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig`` (or ``$KUBECONFIG``/``~/.kube/config``), or in-cluster.
-
-    In-cluster config is tried first only when no kubeconfig is named and we run in a pod:
-    that is how ``serve`` runs in a Deployment. The in-cluster loader re-reads the projected
-    service-account token when it rotates.
-    """
-    configuration = client.Configuration()
-    if (
-        kubeconfig is None
-        and os.path.exists(IN_CLUSTER_TOKEN)
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-    ):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        try:
-            config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-        except (config.ConfigException, OSError) as exc:
-            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            raise KubeError(
-                f"cannot load kubeconfig {where}: {exc}; pass --kubeconfig with a valid file"
-            ) from exc
-    return client.ApiClient(configuration)
-
-
-def _status_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "")
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return str(body["message"])
-    except (TypeError, ValueError):
-        pass
-    return str(exc.reason or "no message")
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    value = exc.headers.get("Retry-After") if exc.headers else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def translate(exc: ApiException, *, action: str) -> KubeError:
-    """One ApiException -> our error tree, with ``action`` ("create rolebindings alice/x")."""
-    status = int(exc.status or 0)
-    message = f"{action}: {_status_message(exc)}"
-    kwargs: dict[str, Any] = {
-        "status": status,
-        "reason": str(exc.reason or ""),
-        "retry_after": _retry_after(exc),
-    }
-    if status == 404:
-        return KubeNotFound(message, **kwargs)
-    if status == 409:
-        return KubeConflict(message, **kwargs)
-    if status == 403:
-        return KubeForbidden(message, **kwargs)
-    if status in (0, 429) or status >= 500:
-        return KubeUnavailable(message, **kwargs)
-    return KubeError(message, **kwargs)
-
-
-@contextmanager
-def kube_errors(action: str) -> Iterator[None]:
-    """Translate client errors raised inside the block, naming ``action`` in the message."""
-    try:
-        yield
-    except ApiException as exc:
-        raise translate(exc, action=action) from exc
-    except (Urllib3HTTPError, OSError) as exc:
-        raise KubeUnavailable(f"{action}: API server unreachable ({exc})") from exc
-
-
-def parse_warnings(values: Sequence[str]) -> list[str]:
-    """The texts of ``Warning`` header values (``299 - "text"``); unparsable ones verbatim."""
-    texts: list[str] = []
-    for value in values:
-        matches = list(_WARNING.finditer(value))
-        if not matches:
-            texts.append(value.strip())
-        for m in matches:
-            texts.append(re.sub(r"\\(.)", r"\1", m.group(1)))
-    return texts
-
-
-def _header_values(headers: Any, name: str) -> list[str]:
-    if headers is None:
-        return []
-    getlist = getattr(headers, "getlist", None)
-    if getlist is not None:
-        return [str(v) for v in getlist(name)]
-    value = headers.get(name)
-    return [str(value)] if value is not None else []
 
 
 class Kube:
@@ -254,10 +144,10 @@ class Kube:
                 response.read()
             except ApiException as exc:
                 if warnings is not None:
-                    warnings.extend(parse_warnings(_header_values(exc.headers, "Warning")))
+                    warnings.extend(parse_warnings(header_values(exc.headers, "Warning")))
                 raise
             if warnings is not None:
-                warnings.extend(parse_warnings(_header_values(response.headers, "Warning")))
+                warnings.extend(parse_warnings(header_values(response.headers, "Warning")))
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response)
             return json.loads(response.data or b"null")
@@ -352,17 +242,17 @@ class Kube:
     ) -> dict[str, Any]:
         """POST ``body``; ``name`` only for a subresource kind (TokenRequest: the account)."""
         namespace = namespace if namespace is not None else self._namespace_of(resource, body)
-        what = resource.describe(name or _name_of(body), namespace=namespace)
-        return self._object(
-            self.request(
-                "POST",
-                resource.path(namespace=namespace, name=name),
-                action=f"create {what}",
-                query=_write_query(dry_run=dry_run, field_manager=field_manager),
-                body=dict(body),
-                warnings=warnings,
-                timeout=timeout,
-            )
+        return self._write(
+            "POST",
+            "create",
+            resource,
+            namespace=namespace,
+            name=name,
+            described=name or _name_of(body),
+            body=dict(body),
+            query=_write_query(dry_run=dry_run, field_manager=field_manager),
+            warnings=warnings,
+            timeout=timeout,
         )
 
     def update(
@@ -378,17 +268,16 @@ class Kube:
     ) -> dict[str, Any]:
         """PUT ``body`` (named by its metadata); a stale resourceVersion: :class:`KubeConflict`."""
         namespace = namespace if namespace is not None else self._namespace_of(resource, body)
-        name = _name_of(body)
-        return self._object(
-            self.request(
-                "PUT",
-                resource.path(namespace=namespace, name=name),
-                action=f"update {resource.describe(name, namespace=namespace)}",
-                query=_write_query(dry_run=dry_run, field_manager=field_manager),
-                body=dict(body),
-                warnings=warnings,
-                timeout=timeout,
-            )
+        return self._write(
+            "PUT",
+            "update",
+            resource,
+            namespace=namespace,
+            name=_name_of(body),
+            body=dict(body),
+            query=_write_query(dry_run=dry_run, field_manager=field_manager),
+            warnings=warnings,
+            timeout=timeout,
         )
 
     def patch(
@@ -414,17 +303,17 @@ class Kube:
             if not isinstance(patch, Mapping):
                 raise TypeError(f"a {patch_type} patch is an object")
             body = dict(patch)
-        return self._object(
-            self.request(
-                "PATCH",
-                resource.path(namespace=namespace, name=name),
-                action=f"patch {resource.describe(name, namespace=namespace)}",
-                query=_write_query(dry_run=dry_run, field_manager=field_manager),
-                body=body,
-                content_type=PATCH_CONTENT_TYPES[patch_type],
-                warnings=warnings,
-                timeout=timeout,
-            )
+        return self._write(
+            "PATCH",
+            "patch",
+            resource,
+            namespace=namespace,
+            name=name,
+            body=body,
+            query=_write_query(dry_run=dry_run, field_manager=field_manager),
+            content_type=PATCH_CONTENT_TYPES[patch_type],
+            warnings=warnings,
+            timeout=timeout,
         )
 
     def apply(
@@ -444,21 +333,20 @@ class Kube:
         if not field_manager:
             raise ValueError("server-side apply needs a field manager")
         namespace = namespace if namespace is not None else self._namespace_of(resource, body)
-        name = _name_of(body)
         query = _write_query(dry_run=dry_run, field_manager=field_manager)
         if force:
             query["force"] = "true"
-        return self._object(
-            self.request(
-                "PATCH",
-                resource.path(namespace=namespace, name=name),
-                action=f"apply {resource.describe(name, namespace=namespace)}",
-                query=query,
-                body=dict(body),
-                content_type=APPLY_PATCH,
-                warnings=warnings,
-                timeout=timeout,
-            )
+        return self._write(
+            "PATCH",
+            "apply",
+            resource,
+            namespace=namespace,
+            name=_name_of(body),
+            body=dict(body),
+            query=query,
+            content_type=APPLY_PATCH,
+            warnings=warnings,
+            timeout=timeout,
         )
 
     def delete(
@@ -505,6 +393,37 @@ class Kube:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _write(
+        self,
+        method: str,
+        verb: str,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        name: str | None,
+        body: Any,
+        query: dict[str, Any],
+        described: str | None = None,
+        content_type: str = "application/json",
+        warnings: Warnings | None,
+        timeout: Timeout | None,
+    ) -> dict[str, Any]:
+        """The one write request: the object's path, an action naming it, the JSON answer."""
+        shown = described if described is not None else name or ""
+        what = resource.describe(shown, namespace=namespace)
+        return self._object(
+            self.request(
+                method,
+                resource.path(namespace=namespace, name=name),
+                action=f"{verb} {what}",
+                query=query,
+                body=body,
+                warnings=warnings,
+                content_type=content_type,
+                timeout=timeout,
+            )
+        )
+
     @staticmethod
     def _object(data: Any) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
@@ -525,42 +444,3 @@ def _name_of(body: Mapping[str, Any]) -> str:
 
 def _write_query(*, dry_run: bool, field_manager: str | None) -> dict[str, Any]:
     return {"dryRun": "All" if dry_run else None, "fieldManager": field_manager}
-
-
-class ListFunction:
-    """``list_func(**kwargs)`` in the generated methods' style, for ``SharedInformer`` and
-    ``Watch``: a list answers decoded JSON; ``watch=True`` with ``_preload_content=False``
-    answers the raw streaming urllib3 response, as the generated methods do. Errors are the
-    client's ``ApiException``, as the library's retry logic expects."""
-
-    def __init__(self, kube: Kube, resource: Resource, *, namespace: str | None = None) -> None:
-        self._kube = kube
-        self.resource = resource
-        self.namespace = namespace
-        self.resource_path = resource.path(namespace=namespace)
-        self.__name__ = f"list_{resource.plural}"
-        # ``Watch`` reads the return type with pydoc.getdoc(), which ignores a class docstring
-        # for an instance: "object" makes it hand events' objects over as plain dicts.
-        self.__doc__ = ":rtype: object"
-
-    def __call__(self, **kwargs: Any) -> Any:
-        timeout = kwargs.pop("_request_timeout", self._kube.timeout)
-        stream = kwargs.pop("_preload_content", True) is False and bool(kwargs.get("watch"))
-        unknown = set(kwargs) - set(_QUERY_NAMES)
-        if unknown:
-            raise TypeError(f"unsupported list arguments: {', '.join(sorted(unknown))}")
-        query = {_QUERY_NAMES[k]: v for k, v in kwargs.items()}
-        response = self._kube._send(
-            "GET",
-            self.resource_path,
-            query=query,
-            body=None,
-            content_type="application/json",
-            timeout=timeout,
-        )
-        if stream and 200 <= response.status <= 299:
-            return response.response
-        response.read()
-        if not 200 <= response.status <= 299:
-            raise ApiException(http_resp=response)
-        return json.loads(response.data or b"null")

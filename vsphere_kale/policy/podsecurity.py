@@ -49,183 +49,92 @@ hand since we set it) is left alone and reported as a conflict, unless
 ``podSecurity.overrideExisting`` is true. For compatibility the annotation may also be a JSON
 list or a comma-separated list of label names; those labels count as ours whatever their
 value.
+
+The values (facts, desired state, actions, plans) live in
+:mod:`vsphere_kale.policy.podsecurity_model`, the API JSON in and out in
+:mod:`vsphere_kale.policy.podsecurity_objects`; every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
+from vsphere_kale.policy.podsecurity_model import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    MANAGED_LABELS_ANNOTATION,
+    MANAGED_SELECTOR,
+    PSA_AUDIT,
+    PSA_ENFORCE,
+    PSA_ENFORCE_VERSION,
+    PSA_PREFIX,
+    PSA_WARN,
+    RBAC_GROUP,
+    Action,
+    BindingFacts,
+    CreateBinding,
+    DeleteBinding,
+    Desired,
+    DesiredBinding,
+    Mode,
+    NamespaceFacts,
+    Outcome,
+    PatchBinding,
+    PatchNamespaceLabels,
+    Plan,
+    Subject,
+)
+from vsphere_kale.policy.podsecurity_objects import (
+    binding_facts,
+    build_binding_patch,
+    build_namespace_patch,
+    build_owned_annotation,
+    build_role_binding,
+    decide_owned_labels,
+    facts_from_objects,
+)
 from vsphere_kale.settings import PodSecuritySettings
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "vsphere-kale"
-MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-MANAGED_LABELS_ANNOTATION = "vsphere-kale.io/managed-labels"
-PSA_PREFIX = "pod-security.kubernetes.io/"
-PSA_ENFORCE = PSA_PREFIX + "enforce"
-PSA_ENFORCE_VERSION = PSA_PREFIX + "enforce-version"
-PSA_WARN = PSA_PREFIX + "warn"
-PSA_AUDIT = PSA_PREFIX + "audit"
-RBAC_GROUP = "rbac.authorization.k8s.io"
-
-Mode = Literal["psp", "psa", "off"]
-Outcome = Literal["create", "repair", "ok", "skipped", "conflict"]
-
-
-# --- facts -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subject:
-    """One RoleBinding subject (``apiGroup`` is implied by ``kind``)."""
-
-    kind: str
-    name: str
-    namespace: str = ""
-
-
-@dataclass(frozen=True)
-class BindingFacts:
-    """One RoleBinding as far as planning cares."""
-
-    name: str
-    role_ref_kind: str
-    role_ref_name: str
-    subjects: tuple[Subject, ...]
-    managed: bool
-    """Carries ``app.kubernetes.io/managed-by: vsphere-kale``."""
-    uid: str = ""
-    resource_version: str = ""
-    role_ref_api_group: str = RBAC_GROUP
-
-
-@dataclass(frozen=True)
-class NamespaceFacts:
-    """What :func:`plan` needs to know about one namespace."""
-
-    name: str
-    exists: bool = True
-    terminating: bool = False
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    bindings: tuple[BindingFacts, ...] = ()
-    all_bindings: bool = True
-    """``bindings`` holds every RoleBinding in the namespace, not only managed ones."""
-    uid: str = ""
-
-
-# --- desired state -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DesiredBinding:
-    name: str
-    cluster_role: str
-    group: str
-    """``system:serviceaccounts:<ns>``: every service account of the namespace, including
-    ``default-editor`` that notebook pods and Kale steps run as."""
-
-
-@dataclass(frozen=True)
-class Desired:
-    namespace: str
-    mode: Mode
-    binding: DesiredBinding | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def required(self) -> str:
-        """One line for status pages: what the namespace must have."""
-        if self.binding is not None:
-            return f"RoleBinding {self.binding.name} -> ClusterRole {self.binding.cluster_role}"
-        if self.labels:
-            return "labels " + ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        return ""
-
-
-# --- actions and plans -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CreateBinding:
-    namespace: str
-    binding: DesiredBinding
-
-    def describe(self) -> str:
-        b = self.binding
-        return f"create rolebinding {self.namespace}/{b.name} -> clusterrole/{b.cluster_role}"
-
-
-@dataclass(frozen=True)
-class DeleteBinding:
-    """Delete before re-create: ``roleRef`` is immutable (RBAC rejects an update of it)."""
-
-    namespace: str
-    name: str
-    uid: str = ""
-    """Precondition, so a binding re-created meanwhile by someone else is not deleted."""
-
-    def describe(self) -> str:
-        return f"delete rolebinding {self.namespace}/{self.name} (roleRef is immutable)"
-
-
-@dataclass(frozen=True)
-class PatchBinding:
-    """Merge-patch a binding: restore our subjects and/or add our managed-by label."""
-
-    namespace: str
-    name: str
-    subjects: tuple[Subject, ...] | None = None
-    label: bool = False
-    adopt: bool = False
-
-    def describe(self) -> str:
-        if self.adopt:
-            return f"adopt rolebinding {self.namespace}/{self.name} (label {MANAGED_SELECTOR})"
-        what = []
-        if self.subjects is not None:
-            what.append("restore subjects")
-        if self.label:
-            what.append(f"label {MANAGED_SELECTOR}")
-        return f"patch rolebinding {self.namespace}/{self.name} ({', '.join(what)})"
-
-
-@dataclass(frozen=True)
-class PatchNamespaceLabels:
-    """Merge-patch of the namespace's labels and our ownership annotation (never a full
-    update: other controllers' labels stay untouched and no stale resourceVersion 409s)."""
-
-    namespace: str
-    labels: Mapping[str, str]
-    owned: Mapping[str, str]
-    """The complete new value of the ownership record."""
-
-    def describe(self) -> str:
-        if not self.labels:
-            return f"record label ownership on namespace/{self.namespace}"
-        pairs = ", ".join(f"{k}={v}" for k, v in sorted(self.labels.items()))
-        return f"label namespace/{self.namespace} {pairs}"
-
-
-Action = CreateBinding | DeleteBinding | PatchBinding | PatchNamespaceLabels
-
-
-@dataclass(frozen=True)
-class Plan:
-    namespace: str
-    outcome: Outcome
-    reason: str
-    """One sentence saying why (shown by ``reconcile`` and the status page)."""
-    actions: tuple[Action, ...] = ()
-    needs_all_bindings: bool = False
-    """The facts held only managed bindings and those do not satisfy the namespace: list the
-    namespace's RoleBindings and plan again before acting."""
-
-    def describe(self) -> tuple[str, ...]:
-        return tuple(a.describe() for a in self.actions)
+__all__ = [
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
+    "MANAGED_LABELS_ANNOTATION",
+    "MANAGED_SELECTOR",
+    "PROFILE_GROUP",
+    "PSA_AUDIT",
+    "PSA_ENFORCE",
+    "PSA_ENFORCE_VERSION",
+    "PSA_PREFIX",
+    "PSA_WARN",
+    "RBAC_GROUP",
+    "Action",
+    "BindingFacts",
+    "CreateBinding",
+    "DeleteBinding",
+    "Desired",
+    "DesiredBinding",
+    "Mode",
+    "NamespaceFacts",
+    "Outcome",
+    "PatchBinding",
+    "PatchNamespaceLabels",
+    "Plan",
+    "Subject",
+    "binding_facts",
+    "build_binding_patch",
+    "build_desired",
+    "build_namespace_patch",
+    "build_owned_annotation",
+    "build_role_binding",
+    "decide_managed",
+    "decide_mode",
+    "decide_owned_by_profile",
+    "decide_owned_labels",
+    "decide_protected",
+    "facts_from_objects",
+    "plan",
+]
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -447,31 +356,6 @@ def _repair(ns: str, want: DesiredBinding, ours: BindingFacts) -> Plan:
     )
 
 
-def decide_owned_labels(annotations: Mapping[str, str]) -> dict[str, str | None]:
-    """Parse the ownership annotation: label -> value we set (None: any value is ours).
-
-    An unreadable annotation counts as owning nothing: we then only add missing labels and
-    never overwrite one, which is the safe direction.
-    """
-    raw = annotations.get(MANAGED_LABELS_ANNOTATION, "").strip()
-    if not raw:
-        return {}
-    try:
-        parsed: Any = json.loads(raw)
-    except ValueError:
-        return {name.strip(): None for name in raw.split(",") if name.strip()}
-    if isinstance(parsed, dict):
-        return {str(k): str(v) for k, v in parsed.items() if isinstance(v, str)}
-    if isinstance(parsed, list):
-        return {str(k): None for k in parsed if isinstance(k, str)}
-    return {}
-
-
-def build_owned_annotation(owned: Mapping[str, str]) -> str:
-    """The annotation value: compact JSON, sorted so unchanged ownership is byte-identical."""
-    return json.dumps(dict(sorted(owned.items())), separators=(",", ":"))
-
-
 def _plan_labels(
     ns: str, want: Mapping[str, str], actual: NamespaceFacts, *, override: bool
 ) -> Plan:
@@ -516,105 +400,3 @@ def _plan_labels(
         missing = ", ".join(sorted(to_set))
         return Plan(ns, "create", f"namespace {ns} lacks pod-security labels {missing}", actions)
     return Plan(ns, "ok", f"namespace {ns} has the pod-security labels", actions)
-
-
-# --- reading facts from API JSON -----------------------------------------------------------------
-
-
-def binding_facts(obj: Mapping[str, Any]) -> BindingFacts:
-    """A RoleBinding's API JSON (camelCase, as the API server sends it) -> BindingFacts."""
-    meta = obj.get("metadata") or {}
-    ref = obj.get("roleRef") or {}
-    subjects = tuple(
-        Subject(
-            str(s.get("kind", "")),
-            str(s.get("name", "")),
-            str(s.get("namespace") or ""),
-        )
-        for s in obj.get("subjects") or ()
-    )
-    labels = meta.get("labels") or {}
-    return BindingFacts(
-        name=str(meta.get("name", "")),
-        role_ref_kind=str(ref.get("kind", "")),
-        role_ref_name=str(ref.get("name", "")),
-        role_ref_api_group=str(ref.get("apiGroup", "")),
-        subjects=subjects,
-        managed=labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE,
-        uid=str(meta.get("uid") or ""),
-        resource_version=str(meta.get("resourceVersion") or ""),
-    )
-
-
-def facts_from_objects(
-    name: str,
-    namespace: Mapping[str, Any] | None,
-    *,
-    bindings: Iterable[Mapping[str, Any]] = (),
-    all_bindings: bool = True,
-) -> NamespaceFacts:
-    """Namespace and RoleBinding API JSON -> NamespaceFacts (``namespace`` None: absent).
-
-    Pass ``all_bindings=False`` when ``bindings`` are only the managed ones.
-    """
-    if namespace is None:
-        return NamespaceFacts(name, exists=False, all_bindings=all_bindings)
-    meta = namespace.get("metadata") or {}
-    status = namespace.get("status") or {}
-    return NamespaceFacts(
-        name=name,
-        exists=True,
-        terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") == "Terminating",
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(meta.get("annotations") or {}),
-        bindings=tuple(binding_facts(b) for b in bindings),
-        all_bindings=all_bindings,
-        uid=str(meta.get("uid") or ""),
-    )
-
-
-# --- bodies apply sends ------------------------------------------------------------------------
-
-
-def _subject_json(s: Subject) -> dict[str, str]:
-    out = {"kind": s.kind, "name": s.name}
-    if s.kind in ("Group", "User"):
-        out["apiGroup"] = RBAC_GROUP
-    if s.namespace:
-        out["namespace"] = s.namespace
-    return out
-
-
-def build_role_binding(namespace: str, binding: DesiredBinding) -> dict[str, Any]:
-    """The RoleBinding to create (rbac.authorization.k8s.io/v1)."""
-    return {
-        "apiVersion": f"{RBAC_GROUP}/v1",
-        "kind": "RoleBinding",
-        "metadata": {
-            "name": binding.name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-        },
-        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": binding.cluster_role},
-        "subjects": [_subject_json(Subject("Group", binding.group))],
-    }
-
-
-def build_binding_patch(action: PatchBinding) -> dict[str, Any]:
-    """JSON merge patch (RFC 7386) for a binding: ``subjects`` is replaced as a whole."""
-    body: dict[str, Any] = {}
-    if action.label or action.adopt:
-        body["metadata"] = {"labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}
-    if action.subjects is not None:
-        body["subjects"] = [_subject_json(s) for s in action.subjects]
-    return body
-
-
-def build_namespace_patch(action: PatchNamespaceLabels) -> dict[str, Any]:
-    """JSON merge patch for the namespace: only our labels and our annotation."""
-    return {
-        "metadata": {
-            "labels": dict(action.labels),
-            "annotations": {MANAGED_LABELS_ANNOTATION: build_owned_annotation(action.owned)},
-        }
-    }

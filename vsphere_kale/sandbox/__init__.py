@@ -69,8 +69,16 @@ What it emulates
 - Policy through hooks (``server.Sandbox``): authentication, RBAC authorization and the
   escalation check, mutating admission webhooks (warnings become ``Warning: 299`` headers),
   TokenReview/SubjectAccessReview/TokenRequest, in-process controllers (the Kubeflow
-  profile controller). Their logic lives in ``authn.py``, ``rbac.py``, ``webhooks.py``,
-  ``kubeflow.py``; ``seed.py`` holds demo data.
+  profile controller). Their types and permissive defaults are in ``hooks.py``, their
+  logic in ``authn.py``, ``rbac.py`` (with ``rbac_rules.py``, ``rbac_reviews.py``) and
+  ``webhooks.py`` (with the pure ``webhooks_review.py``); the Kubeflow profile controller and
+  the seed data are the playground's (``vsphere_kale.playground``).
+- The request handler is a stack, one module per concern: ``handler_base.py`` (parsing,
+  answers), ``handler_reads.py``, ``handler_writes.py``, ``handler_deletes.py``,
+  ``handler_access.py`` (authn, impersonation, authz), then ``server.py`` (dispatch,
+  discovery, ``build_sandbox``). The store is ``store.py`` (writes) on ``store_base.py``
+  (objects, watches, listeners) with ``store_objects.py`` (values, kube's defaults); the
+  types are ``resources.py`` with ``statuses.py`` (metav1.Status errors) and ``conversion.py``.
 - Fault injection (``faults.py``) and ``Sandbox.close_watches()`` for reliability tests.
 
 What it does not

@@ -1,4 +1,5 @@
-"""The resource types the sandbox API server serves, and the metav1.Status errors it answers.
+"""The resource types the sandbox API server serves (the metav1.Status errors it answers are in
+:mod:`.statuses`, conversion in :mod:`.conversion`; both re-exported here).
 
 One :class:`ResourceType` per (group, plural). A type may be served under several versions
 (``kubeflow.org`` profiles: ``v1`` and ``v1beta1``) and several types may share one storage
@@ -12,7 +13,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsphere_kale.sandbox.types import JSONObject, ResourceRef
+from vsphere_kale.sandbox.conversion import CORE_EVENTS as CORE_EVENTS
+from vsphere_kale.sandbox.conversion import selectable_fields as selectable_fields
+from vsphere_kale.sandbox.conversion import to_served as to_served
+from vsphere_kale.sandbox.conversion import to_storage as to_storage
+from vsphere_kale.sandbox.statuses import StatusError as StatusError
+from vsphere_kale.sandbox.statuses import already_exists as already_exists
+from vsphere_kale.sandbox.statuses import bad_request as bad_request
+from vsphere_kale.sandbox.statuses import conflict as conflict
+from vsphere_kale.sandbox.statuses import forbidden as forbidden
+from vsphere_kale.sandbox.statuses import invalid as invalid
+from vsphere_kale.sandbox.statuses import method_not_allowed as method_not_allowed
+from vsphere_kale.sandbox.statuses import namespace_not_found as namespace_not_found
+from vsphere_kale.sandbox.statuses import not_found as not_found
+from vsphere_kale.sandbox.statuses import server_not_found as server_not_found
+from vsphere_kale.sandbox.types import ResourceRef
 
 FLAVORS = ("psp", "psa")
 
@@ -369,217 +384,3 @@ class Registry:
 
     def types_in(self, group: str, version: str) -> list[ResourceType]:
         return [rt for rt in self.types if rt.group == group and version in rt.versions]
-
-
-# --- metav1.Status errors -------------------------------------------------------------------
-
-
-class StatusError(Exception):
-    """A request failed; the server answers ``code`` with a metav1.Status body."""
-
-    def __init__(
-        self,
-        code: int,
-        reason: str,
-        message: str,
-        *,
-        details: JSONObject | None = None,
-        retry_after: int | None = None,
-    ) -> None:
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = details
-        self.retry_after = retry_after
-        self.list_continue = ""  # metadata.continue of a 410 for a stale continue token
-        super().__init__(message)
-
-    def to_status(self) -> JSONObject:
-        """The metav1.Status body, keys in kube's order (kind, apiVersion, metadata, status,
-        message, reason, details, code) and ``details`` as Go serialises StatusDetails:
-        name, group, kind, uid, causes, retryAfterSeconds, empty strings omitted."""
-        status: JSONObject = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {"continue": self.list_continue} if self.list_continue else {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-        }
-        if self.details is not None or self.retry_after is not None:
-            given = dict(self.details or {})
-            if self.retry_after is not None:
-                given["retryAfterSeconds"] = self.retry_after
-            ordered: JSONObject = {}
-            for key in ("name", "group", "kind", "uid", "causes", "retryAfterSeconds"):
-                if given.get(key) not in (None, ""):
-                    ordered[key] = given.pop(key)
-                given.pop(key, None)
-            ordered.update(given)
-            status["details"] = ordered
-        status["code"] = self.code
-        return status
-
-
-def _details(rt: ResourceType, name: str) -> JSONObject:
-    details: JSONObject = {"name": name, "kind": rt.plural}
-    if rt.group:
-        details["group"] = rt.group
-    return details
-
-
-def not_found(rt: ResourceType, name: str) -> StatusError:
-    return StatusError(
-        404, "NotFound", f'{rt.qualified} "{name}" not found', details=_details(rt, name)
-    )
-
-
-def namespace_not_found(name: str) -> StatusError:
-    return StatusError(
-        404,
-        "NotFound",
-        f'namespaces "{name}" not found',
-        details={"name": name, "kind": "namespaces"},
-    )
-
-
-def already_exists(rt: ResourceType, name: str) -> StatusError:
-    return StatusError(
-        409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', details=_details(rt, name)
-    )
-
-
-def conflict(rt: ResourceType, name: str, why: str | None = None) -> StatusError:
-    why = why or (
-        "the object has been modified; please apply your changes to the latest version "
-        "and try again"
-    )
-    return StatusError(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}',
-        details=_details(rt, name),
-    )
-
-
-def forbidden(rt: ResourceType, name: str, why: str) -> StatusError:
-    return StatusError(
-        403, "Forbidden", f'{rt.qualified} "{name}" is forbidden: {why}', details=_details(rt, name)
-    )
-
-
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> StatusError:
-    """422 Invalid; ``causes`` are (field, message) pairs as in field.ErrorList."""
-    text = ", ".join(f"{fld}: {msg}" for fld, msg in causes)
-    if len(causes) > 1:
-        text = f"[{text}]"
-    details: JSONObject = {
-        "name": name,
-        "kind": rt.kind,
-        "causes": [
-            {"reason": "FieldValueInvalid", "message": msg, "field": fld} for fld, msg in causes
-        ],
-    }
-    if rt.group:
-        details["group"] = rt.group
-    qualified_kind = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
-    return StatusError(
-        422, "Invalid", f'{qualified_kind} "{name}" is invalid: {text}', details=details
-    )
-
-
-def bad_request(message: str) -> StatusError:
-    return StatusError(400, "BadRequest", message)
-
-
-def server_not_found() -> StatusError:
-    return StatusError(
-        404, "NotFound", "the server could not find the requested resource", details={}
-    )
-
-
-def method_not_allowed(message: str = "") -> StatusError:
-    return StatusError(
-        405,
-        "MethodNotAllowed",
-        message or "the server does not allow this method on the requested resource",
-    )
-
-
-# --- versions and conversion ----------------------------------------------------------------
-
-CORE_EVENTS = ResourceRef("", "events")
-
-#: core/v1 Event field -> events.k8s.io/v1 Event field (the rest share names).
-_EVENT_FIELDS = {
-    "involvedObject": "regarding",
-    "message": "note",
-    "source": "deprecatedSource",
-    "firstTimestamp": "deprecatedFirstTimestamp",
-    "lastTimestamp": "deprecatedLastTimestamp",
-    "count": "deprecatedCount",
-    "reportingComponent": "reportingController",
-}
-_EVENT_FIELDS_BACK = {v: k for k, v in _EVENT_FIELDS.items()}
-
-
-def to_served(rt: ResourceType, version: str, obj: Mapping[str, Any]) -> JSONObject:
-    """A stored object as ``rt``/``version`` serves it (a new dict; nested values shared).
-
-    Versions of one type differ only in ``apiVersion`` here (Profile v1 and v1beta1 have the
-    same shape for what we use); events.k8s.io Events are converted from core Events field by
-    field, as kube-apiserver does.
-    """
-    if rt.storage == CORE_EVENTS:
-        out: JSONObject = {_EVENT_FIELDS.get(k, k): v for k, v in obj.items()}
-    else:
-        out = dict(obj)
-    out["apiVersion"] = rt.api_version(version)
-    out["kind"] = rt.kind
-    return out
-
-
-def to_storage(rt: ResourceType, obj: Mapping[str, Any]) -> JSONObject:
-    """A request body of ``rt`` in storage form (the inverse of :func:`to_served`)."""
-    if rt.storage == CORE_EVENTS:
-        out: JSONObject = {_EVENT_FIELDS_BACK.get(k, k): v for k, v in obj.items()}
-        out["apiVersion"] = "v1"
-    else:
-        out = dict(obj)
-        out["apiVersion"] = rt.api_version(rt.versions[0])
-    out["kind"] = rt.kind
-    return out
-
-
-_EVENT_SELECTABLE = frozenset(
-    {"reason", "type", "source", "reportingComponent"}
-    | {
-        f"involvedObject.{f}"
-        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
-    }
-)
-_EVENTS_V1_SELECTABLE = frozenset(
-    {"reason", "type", "reportingController"}
-    | {
-        f"regarding.{f}"
-        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
-    }
-)
-
-
-def selectable_fields(rt: ResourceType) -> frozenset[str]:
-    """Fields a ``fieldSelector`` may use for this type (as kube-apiserver's field sets)."""
-    base = frozenset({"metadata.name", "metadata.namespace"})
-    if rt.ref == CORE_EVENTS:
-        return base | _EVENT_SELECTABLE
-    if rt.storage == CORE_EVENTS:
-        return base | _EVENTS_V1_SELECTABLE
-    if rt.ref == ResourceRef("", "namespaces"):
-        return base | {"status.phase"}
-    if rt.ref == ResourceRef("", "secrets"):
-        return base | {"type"}
-    if rt.ref == ResourceRef("", "persistentvolumeclaims"):
-        return base | {"status.phase"}
-    if rt.ref == ResourceRef("", "pods"):
-        return base | {"spec.nodeName", "spec.serviceAccountName", "status.phase"}
-    return base

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
+from vsphere_kale.policy.kubestatus import build_status
 from vsphere_kale.webhook.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -35,17 +36,8 @@ STATUS_REASONS = {
 
 def status_body(code: int, message: str) -> bytes:
     """A Kubernetes ``Status`` object: what kubectl and the API server expect from errors."""
-    return json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "code": code,
-            "reason": STATUS_REASONS.get(code, "InternalError"),
-            "message": message,
-        }
-    ).encode()
+    reason = STATUS_REASONS.get(code, "InternalError")
+    return json.dumps(build_status(code=code, reason=reason, message=message)).encode()
 
 
 class BaseHandler(tornado.web.RequestHandler):
