@@ -479,6 +479,46 @@ def test_rotation_bundle_uses_newest_ca() -> None:
     assert result.ca_bundle_not_after > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=300)
 
 
+POLICY = {"metadata": {"name": "vsphere-kale"}, "spec": {}}
+"""Our MutatingAdmissionPolicy as read back (``install --admission policy``)."""
+
+
+def test_policy_mode_without_a_webhook_is_ok_not_missing() -> None:
+    result = decide_webhook(None, CLASSES, storage=STORAGE, now=NOW, admission_policy=POLICY)
+
+    assert (result.verdict, result.severity, result.admission) == ("ok", None, "policy")
+    assert "MutatingAdmissionPolicy vsphere-kale" in result.message
+    assert result.ca_bundle_not_after is None and result.to_json()["admission"] == "policy"
+
+
+def test_policy_mode_still_needs_the_rwx_class() -> None:
+    result = decide_webhook(None, [], storage=STORAGE, now=NOW, admission_policy=POLICY)
+
+    assert (result.verdict, result.severity) == ("class-missing", "error")
+    assert [p.object for p in result.findings] == ["vsphere-kale"]
+
+
+def test_no_webhook_and_an_unreadable_policy_is_unknown_not_missing() -> None:
+    unreadable = Unreadable("the caller may not get mutatingadmissionpolicies")
+
+    result = decide_webhook(None, CLASSES, storage=STORAGE, now=NOW, admission_policy=unreadable)
+
+    assert (result.verdict, result.severity) == ("unknown", "info")
+    assert "No MutatingWebhookConfiguration vsphere-kale" in result.message
+
+
+def test_a_webhook_configuration_wins_over_a_policy() -> None:
+    result = decide_webhook(mwc(), CLASSES, storage=STORAGE, now=NOW, admission_policy=POLICY)
+
+    assert result.admission == "webhook" and result.ca_bundle_not_after is not None
+
+
+def test_no_webhook_and_no_policy_is_missing() -> None:
+    result = decide_webhook(None, CLASSES, storage=STORAGE, now=NOW, admission_policy=None)
+
+    assert (result.verdict, result.severity) == ("missing", "error")
+
+
 def test_webhook_json() -> None:
     result = decide_webhook(mwc(), CLASSES, storage=STORAGE, now=NOW).to_json()
 

@@ -116,6 +116,29 @@ def test_claims_are_rewritten_with_the_webhook_s_warning_and_doctor_says_policy(
     assert "webhook-configuration" not in checks
 
 
+def test_the_status_the_panel_shows_names_the_policy_mode(cluster: Cluster) -> None:
+    """With no webhook configuration at all, the health status is not "missing": it reads our
+    MutatingAdmissionPolicy (found through the real server's discovery) and says so."""
+    from vsphere_kale.health.status import collect_status
+    from vsphere_kale.settings import settings_from_mapping
+
+    settings = settings_from_mapping({"storage": {"rwxStorageClass": NFS_CLASS}})
+    status = collect_status(
+        cluster.kube,
+        cluster.team,
+        settings=settings,
+        mode="off",
+        can_reconcile=False,
+        source="service",
+    )
+    webhook = status["webhook"]
+    assert webhook["admission"] == "policy", webhook
+    assert webhook["verdict"] == "ok" and webhook["severity"] is None, webhook
+    assert webhook["caBundleNotAfter"] is None
+    assert f"places ReadWriteMany claims on {NFS_CLASS}" in webhook["message"]
+    assert not [p for p in status["problems"] if p["kind"] == "webhook"], status["problems"]
+
+
 def test_install_uninstall_install_rewrites_claims_again(cluster: Cluster) -> None:
     """On 1.36.3 a re-created policy with paramKind stayed inert; the inlined one does not."""
     kube = cluster.kube

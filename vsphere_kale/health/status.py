@@ -39,6 +39,7 @@ from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.policy import podsecurity
 from vsphere_kale.policy.health import (
+    ADMISSION_POLICY_NAME,
     WEBHOOK_CONFIGURATION_NAME,
     Event,
     MutatingWebhookConfiguration,
@@ -140,6 +141,16 @@ def _get_webhook(at: ReadContext) -> Any:
     return at.kube.get(r.MUTATING_WEBHOOK_CONFIGURATION, at.webhook_name, timeout=REQUEST_TIMEOUT)
 
 
+def _get_admission_policy(at: ReadContext) -> Any:
+    # install --admission policy: kube-apiserver rewrites claims, there is no webhook
+    # configuration. Read only where the kind is served (discovery says at which version).
+    version = at.kube.discovery().mutating_admission_policy_version
+    if version is None:
+        return None
+    resource = r.MUTATING_ADMISSION_POLICY.at(version)
+    return at.kube.get(resource, ADMISSION_POLICY_NAME, timeout=REQUEST_TIMEOUT)
+
+
 def _get_profile(at: ReadContext) -> Any:
     # Kubeflow before 1.3 serves Profiles as v1beta1 only: discovery says which.
     version = at.kube.discovery().profile_version
@@ -188,6 +199,13 @@ STATUS_READS: tuple[Read, ...] = (
         _get_webhook,
         "Cannot check the webhook: the caller may not get "
         "mutatingwebhookconfigurations.admissionregistration.k8s.io {webhook}.",
+        absent_is_none=True,
+    ),
+    Read(
+        "admission_policy",
+        _get_admission_policy,
+        "the caller may not get mutatingadmissionpolicies.admissionregistration.k8s.io "
+        f"{ADMISSION_POLICY_NAME} to check the admission-policy mode.",
         absent_is_none=True,
     ),
     Read(
@@ -365,5 +383,6 @@ def collect_status(
         source=source,
         now=now or dt.datetime.now(dt.timezone.utc),
         webhook_name=webhook_name,
+        admission_policy=got["admission_policy"],
     )
     return result.to_json()

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from vsphere_kale.policy.health_model import (
+    ADMISSION_POLICY_NAME,
     API_VERSION,
     BLOCK_PROVISIONERS,
     CA_EXPIRY_WARNING,
@@ -79,6 +81,7 @@ from vsphere_kale.policy.text import sentence
 from vsphere_kale.settings import StorageSettings
 
 __all__ = [
+    "ADMISSION_POLICY_NAME",
     "API_VERSION",
     "BLOCK_PROVISIONERS",
     "CA_EXPIRY_WARNING",
@@ -227,10 +230,16 @@ def build_namespace_status(
     source: str,
     now: dt.datetime,
     webhook_name: str = WEBHOOK_CONFIGURATION_NAME,
+    admission_policy: Mapping[str, Any] | Unreadable | None = None,
 ) -> NamespaceHealth:
     """Every verdict for one namespace, the problems list (worst first) and ``overall``."""
     webhook = decide_webhook(
-        webhook_configuration, storage_classes, storage=storage, now=now, name=webhook_name
+        webhook_configuration,
+        storage_classes,
+        storage=storage,
+        now=now,
+        name=webhook_name,
+        admission_policy=admission_policy,
     )
     ctx = build_class_context(storage, storage_classes, webhook_verdict=webhook.verdict)
     event_list: Sequence[Event] = [] if isinstance(events, Unreadable) else events

@@ -18,6 +18,8 @@ KIND = "NamespaceStatus"
 
 WEBHOOK_CONFIGURATION_NAME = "vsphere-kale"
 """The MutatingWebhookConfiguration the installer creates (deploy/base)."""
+ADMISSION_POLICY_NAME = "vsphere-kale"
+"""The MutatingAdmissionPolicy ``install --admission policy`` creates (install/admission_policy)."""
 
 CA_EXPIRY_WARNING = dt.timedelta(days=30)
 """Warn this long before the caBundle expires: enough for an admin to rotate it calmly."""
@@ -231,9 +233,13 @@ class WebhookHealth:
     findings: tuple[Problem, ...] = ()
     """Every webhook problem found (the verdict is the worst): an expiring CA and a missing
     class are both worth fixing."""
+    admission: str = "webhook"
+    """``webhook`` (our MutatingWebhookConfiguration) or ``policy`` (``install --admission
+    policy``: a MutatingAdmissionPolicy evaluated by kube-apiserver, no caBundle)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "admission": self.admission,
             "configured": self.configured,
             "rwxStorageClass": self.rwx_storage_class,
             "rwxClassExists": self.rwx_class_exists,

@@ -8,10 +8,12 @@ first, so every finding is reported and the first one is the verdict. Importable
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vsphere_kale.policy.health_model import (
+    ADMISSION_POLICY_NAME,
     CA_EXPIRY_WARNING,
     WEBHOOK_CONFIGURATION_NAME,
     MutatingWebhookConfiguration,
@@ -168,6 +170,32 @@ WEBHOOK_RULES: tuple[WebhookRule, ...] = (
 """Worst first: the first finding is the verdict; none found is ``ok``."""
 
 
+def decide_admission_policy(
+    storage_classes: Sequence[StorageClass] | Unreadable,
+    *,
+    storage: StorageSettings,
+    now: dt.datetime,
+) -> WebhookHealth:
+    """``install --admission policy``: kube-apiserver rewrites claims itself. No caBundle, no
+    webhook to call: of :data:`WEBHOOK_RULES` only the missing RWX class applies."""
+    target = storage.rwx_storage_class
+    exists = _class_exists(storage_classes, target)
+    facts = WebhookFacts(ADMISSION_POLICY_NAME, target, exists, (), None, now)
+    findings = list(rule_class_missing(facts))
+    if findings:
+        verdict, severity, message, hint = findings[0]
+        problem = Problem("webhook", ADMISSION_POLICY_NAME, severity, message, hint)
+        return WebhookHealth(
+            True, target, exists, None, verdict, severity, message, hint, (problem,), "policy"
+        )
+    message = (
+        f"MutatingAdmissionPolicy {ADMISSION_POLICY_NAME} (evaluated by the API server) "
+        "is installed"
+    )
+    message += f" and places ReadWriteMany claims on {target}." if target else "."
+    return WebhookHealth(True, target, exists, None, "ok", None, message, "", (), "policy")
+
+
 def decide_webhook(
     configuration: MutatingWebhookConfiguration | Unreadable | None,
     storage_classes: Sequence[StorageClass] | Unreadable,
@@ -175,15 +203,29 @@ def decide_webhook(
     storage: StorageSettings,
     now: dt.datetime,
     name: str = WEBHOOK_CONFIGURATION_NAME,
+    admission_policy: Mapping[str, Any] | Unreadable | None = None,
 ) -> WebhookHealth:
     """Webhook configuration present, every caBundle parses and outlives 30 days, RWX class exists.
 
-    Verdict precedence (worst first): ``unknown`` (not readable) / ``missing`` (error: RWX
-    claims keep landing on block classes), then :data:`WEBHOOK_RULES`: ``ca-invalid`` (error:
+    No webhook configuration but our MutatingAdmissionPolicy (``admission_policy``, read only
+    when served): :func:`decide_admission_policy`. Verdict precedence (worst first):
+    ``unknown`` (not readable) / ``missing`` (error: RWX claims keep landing on block
+    classes), then :data:`WEBHOOK_RULES`: ``ca-invalid`` (error:
     no webhooks, an empty, unparsable or expired bundle), ``class-missing`` (error),
     ``ca-expiring`` (warning), else ``ok``.
     """
     target = storage.rwx_storage_class
+    if configuration is None and isinstance(admission_policy, Mapping):
+        return decide_admission_policy(storage_classes, storage=storage, now=now)
+    if configuration is None and isinstance(admission_policy, Unreadable):
+        # No webhook configuration, and the policy mode cannot be checked: say so, rather
+        # than "missing" to a caller who cannot see the MutatingAdmissionPolicy.
+        exists = _class_exists(storage_classes, target)
+        reason = (
+            f"No MutatingWebhookConfiguration {name}, and "
+            f"{sentence(admission_policy.reason, capitalize=False)}"
+        )
+        return WebhookHealth(None, target, exists, None, "unknown", "info", reason, "")
     if isinstance(configuration, Unreadable):
         exists = _class_exists(storage_classes, target)
         reason = sentence(configuration.reason, capitalize=False)
