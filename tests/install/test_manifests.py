@@ -311,6 +311,7 @@ CLUSTER_RULES = [
     (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",), ()),
     (("",), ("persistentvolumeclaims",), ("get", "create", "delete"), ()),
     (("",), ("pods",), ("list",), ()),
+    (("apps",), ("daemonsets",), ("list",), ()),
 ]
 NAMESPACE_RULES = [
     (("coordination.k8s.io",), ("leases",), ("create",), ()),

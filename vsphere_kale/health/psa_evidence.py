@@ -4,8 +4,8 @@ The I/O half of :mod:`vsphere_kale.policy.psa_level` (which decides). Used by th
 for ``psaLevel: auto``, by the status document and by ``vsphere-kale doctor``. Requests:
 
 * Istio CNI, cluster-wide (cache it: :class:`IstioCniCache`): the ``istio-cni-node``
-  DaemonSet and the ``istio-cni-config`` ConfigMap in ``kube-system`` and ``istio-system``,
-  by field selector (4 small lists);
+  DaemonSet (one list by field selector), and only when DaemonSets may not be listed the
+  ``istio-cni-config`` ConfigMap in ``kube-system`` and ``istio-system``;
 * per namespace: its ``FailedCreate`` Events (one list, by field selector);
 * per namespace, only in the reconciler and only for the candidates
   :func:`~vsphere_kale.policy.psa_level.plan_dry_runs` names: a server-side dry-run merge patch
@@ -58,29 +58,39 @@ FAILED_CREATE_SELECTOR = "reason=FailedCreate"
 REQUEST_TIMEOUT = 10.0
 
 
-def _named(kube: Kube, resource: r.Resource, name: str) -> list[dict[str, Any]] | None:
-    found: list[dict[str, Any]] = []
-    for namespace in ISTIO_CNI_NAMESPACES:
-        try:
-            listed = kube.list(
-                resource,
-                namespace=namespace,
-                field_selector=f"metadata.name={name}",
-                timeout=REQUEST_TIMEOUT,
-            )
-        except (KubeForbidden, KubeNotFound) as exc:
-            log.info("Istio CNI: cannot list %s in %s: %s", resource.plural, namespace, exc)
-            return None
-        found.extend(listed.get("items") or [])
-    return found
+def _listed(
+    kube: Kube, resource: r.Resource, name: str, *, namespace: str | None
+) -> list[dict[str, Any]] | None:
+    try:
+        listed = kube.list(
+            resource,
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
+            timeout=REQUEST_TIMEOUT,
+        )
+    except (KubeForbidden, KubeNotFound) as exc:
+        log.info("Istio CNI: cannot list %s: %s", resource.plural, exc)
+        return None
+    return list(listed.get("items") or [])
 
 
 def fetch_istio_cni(kube: Kube) -> IstioCniFacts:
-    """Is Istio CNI installed? (DaemonSet, else ConfigMap; ``None`` parts when unreadable)."""
-    daemonsets = _named(kube, r.DAEMON_SET, ISTIO_CNI_DAEMONSET)
-    # The ConfigMap is only a fallback: with the DaemonSet found it is not read.
-    configmaps = [] if daemonsets else _named(kube, r.CONFIG_MAP, ISTIO_CNI_CONFIGMAP)
-    return build_istio_cni_facts(daemonsets, configmaps)
+    """Is Istio CNI installed? (DaemonSet, else ConfigMap; ``None`` parts when unreadable).
+
+    The DaemonSets: one cluster-wide list by name (the policy keeps kube-system and
+    istio-system). The ConfigMap fallback is read per namespace, and only when the DaemonSets
+    cannot be: a cluster-wide ConfigMap list is a permission we do not ask for.
+    """
+    daemonsets = _listed(kube, r.DAEMON_SET, ISTIO_CNI_DAEMONSET, namespace=None)
+    if daemonsets is not None:
+        return build_istio_cni_facts(daemonsets, [])
+    configmaps: list[dict[str, Any]] = []
+    for namespace in ISTIO_CNI_NAMESPACES:
+        found = _listed(kube, r.CONFIG_MAP, ISTIO_CNI_CONFIGMAP, namespace=namespace)
+        if found is None:
+            return build_istio_cni_facts(None, None)
+        configmaps.extend(found)
+    return build_istio_cni_facts(None, configmaps)
 
 
 class IstioCniCache:

@@ -29,7 +29,7 @@ import jsonpatch
 import yaml
 
 from vsphere_kale.errors import ConfigError, KubeForbidden
-from vsphere_kale.install import render, rotation
+from vsphere_kale.install import doctor_psa, render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
@@ -171,6 +171,8 @@ class DoctorFacts:
     pvcs: list[Any] | health.Unreadable = field(default_factory=list)
     events: list[Any] | health.Unreadable = field(default_factory=list)
     access: list[AccessResult] = field(default_factory=list)
+    psa: list[Any] | str | None = None
+    """``psaLevel`` decisions per managed namespace (:mod:`.doctor_psa`), psa mode only."""
 
     @property
     def cert_manager(self) -> bool:
@@ -411,7 +413,11 @@ def decide_pod_security_check(
         if not is_managed:
             continue
         managed.append(ns)
-        desired = podsecurity.build_desired(ns, mode=mode, settings=ps)
+        # With psaLevel auto any level we set is fine here; doctor_psa judges the level.
+        current = ((ns_obj.get("metadata") or {}).get("labels") or {}).get(podsecurity.PSA_ENFORCE)
+        desired = podsecurity.build_desired(
+            ns, mode=mode, settings=ps, enforce_level=current or "restricted"
+        )
         facts = podsecurity.facts_from_objects(ns, ns_obj, bindings=by_ns.get(ns, []))
         outcome = podsecurity.plan(desired, facts, settings=ps).outcome
         if outcome in ("create", "repair"):
@@ -549,6 +555,12 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             webhook_verdict=webhook_verdict,
             now=now,
         ),
+        Check(
+            doctor_psa.NAME,
+            *doctor_psa.decide_psa_level_check(
+                facts.psa, settings=settings, psp_served=facts.psp_served
+            ),
+        ),
         decide_rbac(facts.access, namespace=settings.namespace),
     ]
 
@@ -677,6 +689,13 @@ def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFact
     if mode == "psp":
         facts.bindings = read_or_unreadable(
             items(r.ROLE_BINDING), forbidden=_forbidden("rolebindings")
+        )
+    if mode == "psa" and isinstance(facts.namespaces, list):
+        facts.psa = doctor_psa.fetch_psa_decisions(
+            kube,
+            settings=settings,
+            namespaces=facts.namespaces,
+            profiles=facts.profiles if isinstance(facts.profiles, list) else None,
         )
     facts.pvcs = read_or_unreadable(
         items(r.PERSISTENT_VOLUME_CLAIM), forbidden=_forbidden("persistentvolumeclaims")

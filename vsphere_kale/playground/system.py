@@ -52,6 +52,7 @@ from vsphere_kale.kube import resources as r
 from vsphere_kale.playground.controllers import PlaygroundControllers, start_controllers
 from vsphere_kale.playground.realplane import PSP_ON_REAL, RealPlane
 from vsphere_kale.playground.seed import apply_seed_through_api
+from vsphere_kale.playground.seed_kale import write_kale2_notebook
 from vsphere_kale.sandbox.kubeconfig import context_name
 from vsphere_kale.sandbox.server import build_sandbox
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -496,6 +497,7 @@ def run_sandbox(
             target = notebooks / NOTEBOOK.name
             if not target.exists():  # keep the user's edits across runs
                 shutil.copyfile(NOTEBOOK, target)
+            write_kale2_notebook(notebooks)  # the seed's Kale 2 notebook (raw-data is RWO)
             token = secrets.token_hex(16)
             command = lab_command(
                 system, root_dir=notebooks, port=lab_port, token=token, open_browser=open_browser

@@ -8,14 +8,14 @@ the most privileged of them, and every input is kept with its reason.
 
 1. **Notebook pods** (profile namespaces run them; ``extraNamespaces`` do not):
    ``baseline``, or ``privileged`` when they get Istio's ``istio-init`` (the namespace asks for
-   sidecar injection and no Istio CNI runs, :func:`~vsphere_kale.policy.kale_podsecurity.decide_istio`).
+   sidecar injection and no Istio CNI runs: ``kale_podsecurity.decide_istio``).
    In a namespace without notebooks, injection without CNI still means every pod that does not
    opt out gets istio-init: ``privileged``.
 2. **Recorded rejections**: each ``FailedCreate`` PodSecurity rejection in the namespace's
    Events asks for the least privileged level that admits it.
 3. **The API server's own judgement of the pods that exist**: the namespace is labelled with a
    candidate enforce level by server-side dry run (nothing is stored) and the warnings name
-   the pods that would violate it (:func:`~vsphere_kale.policy.podsecurity_evidence.decide_dry_run_level`).
+   the pods that would violate it (``podsecurity_evidence.decide_dry_run_level``).
    Only the candidates that can still change the answer are asked (:func:`plan_dry_runs`).
 4. **The level we set earlier**, while our enforce label is still in place: ``auto`` raises a
    level by itself but never lowers one, because missing evidence is not evidence that
@@ -105,7 +105,7 @@ def decide_kept_level(labels: Mapping[str, str], annotations: Mapping[str, str])
     current = labels.get(PSA_ENFORCE)
     if recorded is None or current != recorded or current not in LEVELS:
         return None
-    return current  # type: ignore[return-value]
+    return current
 
 
 def decide_psa_level(evidence: PsaEvidence, *, keep: bool = True) -> PsaDecision:
@@ -182,10 +182,8 @@ def build_dry_run_patch(
     ``v1.<minor>`` when the namespace is at ``latest`` (or unset), ``latest`` otherwise.
     """
     current = labels.get(PSA_ENFORCE_VERSION, "latest")
-    if current == "latest" and server_minor is not None:
-        version = f"v1.{server_minor}"
-    else:
-        version = "latest"
+    pinned = current == "latest" and server_minor is not None
+    version = f"v1.{server_minor}" if pinned else "latest"
     return {"metadata": {"labels": {PSA_ENFORCE: level, PSA_ENFORCE_VERSION: version}}}
 
 
@@ -228,3 +226,19 @@ def decide_psa_mismatch(configured: str, decision: PsaDecision) -> str | None:
         f"{ns} needs {needed} ({decision.auto.why}); psaLevel is {configured}: set "
         f"podSecurity.psaLevel to {needed} or auto"
     )
+
+
+def build_needs_section(decision: PsaDecision, *, configured: str) -> dict[str, Any]:
+    """The ``podSecurity.needs`` part of the status document (docs/health.md).
+
+    ``mismatch`` is :func:`decide_psa_mismatch`'s sentence (``null`` when the configured level
+    admits what the namespace needs, and always with ``auto``); ``severity`` is ``error`` when
+    a rejection is on record (pods are being refused now), ``warning`` when only inferred.
+    """
+    mismatch = decide_psa_mismatch(configured, decision)
+    severity = None
+    if mismatch is not None:
+        severity = "error" if decision.rejections else "warning"
+    out = decision.to_json()
+    out.update({"configured": configured, "mismatch": mismatch, "severity": severity})
+    return out
