@@ -326,3 +326,29 @@ def test_dry_run_warnings_as_the_server_words_them_decide_the_level() -> None:
     )
     assert decision.level == "privileged"
     assert decision.dry_run_asked == ("baseline",)
+
+
+def test_the_recorded_dry_run_warnings_decide_baseline_for_a_root_step() -> None:
+    recorded = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "fixtures" / "podsecurity_dry_run_warnings.json"
+        ).read_text()
+    )["cases"]
+    root = decide_psa_level(
+        PsaEvidence(
+            "steps",
+            runs_notebooks=False,
+            dry_run_baseline=tuple(parse_dry_run_warnings(recorded["with-root-step-baseline"])),
+            dry_run_restricted=tuple(parse_dry_run_warnings(recorded["with-root-step-restricted"])),
+        )
+    )
+    assert root.level == "baseline"
+    kale2 = decide_psa_level(
+        PsaEvidence(
+            "steps",
+            runs_notebooks=False,
+            dry_run_baseline=tuple(parse_dry_run_warnings(recorded["kale2-only-baseline"])),
+            dry_run_restricted=tuple(parse_dry_run_warnings(recorded["kale2-only-restricted"])),
+        )
+    )
+    assert kale2.level == "restricted"

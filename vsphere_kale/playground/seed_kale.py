@@ -41,9 +41,9 @@ BASELINE_ISTIO_INIT = (
     "securityContext.capabilities.add)"
 )
 #: What the StatefulSet controller writes around the API server's error
-#: (k8s.io/kubernetes pkg/controller/statefulset, ``recordPodEvent``).
+#: (k8s.io/kubernetes pkg/controller/statefulset, ``recordPodEvent``; checked by tests/realcp).
 FAILED_CREATE_MESSAGE = (
-    f"create Pod {NOTEBOOK_POD} in StatefulSet {NOTEBOOK_NAME} failed error: "
+    f"Create Pod {NOTEBOOK_POD} in StatefulSet {NOTEBOOK_NAME} failed error: "
     f'pods "{NOTEBOOK_POD}" is forbidden: {BASELINE_ISTIO_INIT}'
 )
 
