@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from vsphere_kale.cli import main
 from vsphere_kale.health.status import collect_status
+from vsphere_kale.jupyter.widget import render_pod_security
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.playground.seed_kale import (
@@ -84,6 +85,9 @@ def test_status_shows_the_rejection_the_level_needed_and_why(demo: RunningSandbo
     assert (problem["component"], problem["severity"]) == ("podSecurity", "error")
     assert problem["message"].startswith("Notebook pods in alice get istio-init")
     assert doc["overall"] == "broken"
+    # The panel's pod-security row says it too.
+    row = render_pod_security(doc["podSecurity"])
+    assert "<b>Level:</b> notebook pods in alice get istio-init (NET_ADMIN, NET_RAW)" in row
 
 
 def test_status_with_auto_or_privileged_has_no_mismatch(demo: RunningSandbox) -> None:

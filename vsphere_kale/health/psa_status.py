@@ -61,6 +61,8 @@ def add_needs(doc: dict[str, Any], decision: PsaDecision, *, settings: Settings)
             "hint": hint,
         }
     )
+    order = {"error": 0, "warning": 1, "info": 2}
+    doc["problems"].sort(key=lambda p: order.get(p.get("severity"), 3))  # worst first, stable
     worse = decide_overall([needs["severity"]])
     if _RANK.get(worse, 0) > _RANK.get(str(doc.get("overall")), 0):
         doc["overall"] = worse

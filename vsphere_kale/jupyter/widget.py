@@ -218,6 +218,9 @@ def render_pod_security(pod_security: Mapping[str, Any] | None) -> str:
     ]
     if _is_problem(pod_security.get("verdict")):
         lines.append(f"<i>Fix:</i> {_e(pod_security.get('hint') or '')}")
+    level_needed = pod_security.get("needs")  # psa mode: the level pods need (docs/health.md)
+    if isinstance(level_needed, Mapping) and level_needed.get("mismatch"):
+        lines.append(f"<b>Level:</b> {_e(level_needed['mismatch'])}")
     return _row("vsk-podsecurity", "Pod security", pod_security.get("verdict"), lines)
 
 

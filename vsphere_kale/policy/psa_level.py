@@ -41,7 +41,6 @@ from vsphere_kale.policy.kale_podsecurity import (
 from vsphere_kale.policy.podsecurity import (
     PSA_ENFORCE,
     PSA_ENFORCE_VERSION,
-    Desired,
     decide_owned_labels,
 )
 from vsphere_kale.policy.podsecurity_evidence import (
@@ -191,15 +190,6 @@ def parse_server_minor(version: Mapping[str, Any]) -> int | None:
     """The minor version from ``/version`` (``"36"``, ``"36+"`` on some distributions)."""
     digits = "".join(ch for ch in str(version.get("minor") or "") if ch.isdigit())
     return int(digits) if digits else None
-
-
-def build_desired_level(desired: Desired, level: str) -> Desired:
-    """``desired`` (psa mode) with the enforce label set to ``level``."""
-    if not desired.labels:
-        return desired
-    labels = dict(desired.labels)
-    labels[PSA_ENFORCE] = level
-    return replace(desired, labels=labels)
 
 
 def decide_psa_mismatch(configured: str, decision: PsaDecision) -> str | None:
