@@ -191,7 +191,7 @@ def test_auto_asks_the_api_server_about_existing_step_pods(
             warnings, answered = fetch_dry_run(kube, ns, level, labels=labels, server_minor=minor)
             assert answered
             recorded[f"{name}-{level}"] = [w.replace(ns, "NAMESPACE") for w in warnings]
-    assert recorded["kale2-only-baseline"] == recorded["kale2-only-restricted"] == []
+    assert recorded["kale2-only-baseline"] == recorded["kale2-only-restricted"] == [], recorded
     assert recorded["with-root-step-baseline"] == []
     (finding,) = parse_dry_run_warnings(recorded["with-root-step-restricted"])
     assert (finding.pod, finding.level) == ("root-step", "restricted")
