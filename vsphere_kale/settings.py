@@ -28,6 +28,7 @@ CONFIG_ENV = "VSPHERE_KALE_CONFIG"
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 POD_SECURITY_MODES = ("auto", "psp", "psa", "off")
 PSA_LEVELS = ("privileged", "baseline", "restricted")
+PSA_LEVEL_CHOICES = (*PSA_LEVELS, "auto")
 
 # RFC 1123 subdomain: storage class, ClusterRole and RoleBinding names. ClusterRole names
 # may also hold ':' (``psp:vmware-system-privileged``), which RBAC allows (path segment names).
@@ -130,10 +131,13 @@ class PodSecuritySettings:
     """Name of the RoleBinding created in each managed namespace (psp mode)."""
 
     psa_level: str = field(
-        default="baseline", metadata=_key("psaLevel", _one_of(PSA_LEVELS, "a Pod Security level"))
+        default="baseline",
+        metadata=_key("psaLevel", _one_of(PSA_LEVEL_CHOICES, "a Pod Security level or auto")),
     )
     """``pod-security.kubernetes.io/enforce`` in psa mode. ``baseline`` admits Kale steps
-    (root is allowed) while still refusing host namespaces and privileged pods."""
+    (root is allowed) while still refusing host namespaces and privileged pods. ``auto``:
+    per namespace, the least privileged level that admits what it runs (Istio's istio-init,
+    recorded rejections, the API server's dry-run judgement; docs/reconciler.md)."""
 
     psa_warn_level: str = field(
         default="restricted",

@@ -215,16 +215,8 @@ def test_in_cluster_namespace_file_then_default(tmp_path: Path) -> None:
 def test_a_user_who_may_not_read_classes_still_gets_verdicts(
     sandbox_factory: Callable[..., RunningSandbox], tmp_path: Path
 ) -> None:
+    # The seed's alice has the RWO claim raw-data (the Kale 2 notebook's volume).
     running = sandbox_factory(flavor="psa", seed="kubeflow-demo", authorization=True)
-    Kube(running.api_client()).create(
-        r.PERSISTENT_VOLUME_CLAIM,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            **pvc("raw-data", ["ReadWriteOnce"], "x", "Bound")[1]
-            | {"metadata": {"name": "raw-data", "namespace": "alice"}},
-        },
-    )
     notebook = write_notebook(tmp_path / "nb.ipynb", vol("raw-data"))
     alice = running.kubeconfig_for(running.tokens["alice"], user="alice")
 

@@ -69,10 +69,12 @@ def claim(name: str, mode: str, **annotations: str) -> dict[str, Any]:
 def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
     sandbox_cli: Any, browser: Browser, artifacts: Path
 ) -> None:
-    # Given alice's claims, made as an admin would (the sandbox's admin kubeconfig)
+    # Given alice's claims (the sandbox's admin kubeconfig)
     api = config.new_client_from_config(config_file=str(sandbox_cli.workdir / "kubeconfig"))
     core = client.CoreV1Api(api)
-    core.create_namespaced_persistent_volume_claim("alice", claim("raw-data", "ReadWriteOnce"))
+    # raw-data is the kubeflow-demo seed's own: ReadWriteOnce on the block class
+    seeded = core.read_namespaced_persistent_volume_claim("raw-data", "alice")
+    assert (seeded.spec.access_modes, seeded.spec.storage_class_name) == (["ReadWriteOnce"], BLOCK)
     core.create_namespaced_persistent_volume_claim(
         "alice",
         claim("features", "ReadWriteMany", **{OPT_OUT: "false"}),

@@ -226,7 +226,9 @@ class TestLocalFallback:
         assert status["source"] == "local"
         assert status["canReconcile"] is False
         assert admin_url in status["fallbackReason"] and "unreachable" in status["fallbackReason"]
-        (pvc,) = status["pvcs"]
+        # The seed's alice: the marshal claim, and the Kale 2 notebook's RWO raw-data claim.
+        assert [p["name"] for p in status["pvcs"]] == ["raw-data", "wf-1-kale-marshal-pvc"]
+        pvc = status["pvcs"][1]
         assert pvc["name"] == "wf-1-kale-marshal-pvc" and pvc["kaleMarshal"] is True
         assert status["overall"] == "broken"
         if identity == "admin":
@@ -285,7 +287,9 @@ class TestAsProfileOwner:
         assert status["namespace"] == "alice"
         assert status["canReconcile"] is True  # alice owns her profile
         assert "fallbackReason" not in status
-        (pvc,) = status["pvcs"]
+        # The seed's alice: the marshal claim, and the Kale 2 notebook's RWO raw-data claim.
+        assert [p["name"] for p in status["pvcs"]] == ["raw-data", "wf-1-kale-marshal-pvc"]
+        pvc = status["pvcs"][1]
         assert (pvc["name"], pvc["verdict"]) == ("wf-1-kale-marshal-pvc", "rwx-on-block-class")
         assert "nfs-client" in pvc["hint"]
         assert status["podSecurity"]["mode"] == "psp"
@@ -333,7 +337,7 @@ class TestAsProfileOwner:
         assert status["source"] == "local"
         assert "TokenReview" in status["fallbackReason"]
         assert status["canReconcile"] is False
-        assert status["pvcs"][0]["name"] == "wf-1-kale-marshal-pvc"
+        assert status["pvcs"][1]["name"] == "wf-1-kale-marshal-pvc"
 
 
 class TestAsViewer:

@@ -69,13 +69,14 @@ def claim(name: str, modes: list[str], klass: str, **annotations: str) -> dict[s
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     """Sandbox + install + serve, with alice's Kale claims: ``raw-data`` ReadWriteOnce on the
-    vSAN block class (Bound), ``shared-data`` ReadWriteMany on nfs-client (Bound)."""
+    vSAN block class (Bound; the kubeflow-demo seed's own), ``shared-data`` ReadWriteMany on
+    nfs-client (Bound)."""
     with LocalSystem(tmp_path_factory.mktemp("system")) as running:
         assert running.running is not None
         core = client.CoreV1Api(running.running.api_client())
-        core.create_namespaced_persistent_volume_claim(
-            "alice", claim("raw-data", ["ReadWriteOnce"], "vsan-default-storage-policy")
-        )
+        seeded = core.read_namespaced_persistent_volume_claim("raw-data", "alice")
+        assert seeded.spec.access_modes == ["ReadWriteOnce"]
+        assert seeded.spec.storage_class_name == "vsan-default-storage-policy"
         core.create_namespaced_persistent_volume_claim(
             "alice", claim("shared-data", ["ReadWriteMany"], "nfs-client")
         )

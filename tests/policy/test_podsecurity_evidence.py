@@ -173,7 +173,7 @@ def event(kind: str, name: str, message: str, reason: str = "FailedCreate") -> d
 def test_failed_create_events_on_workloads() -> None:
     events = [
         event(
-            "StatefulSet", "nb", f"create Pod nb-0 in StatefulSet nb failed error: {ISTIO_BASELINE}"
+            "StatefulSet", "nb", f"Create Pod nb-0 in StatefulSet nb failed error: {ISTIO_BASELINE}"
         ),
         event(
             "ReplicaSet",

@@ -29,6 +29,7 @@ from vsphere_kale.playground.seed import (
     PROVISIONING_FAILED,
     apply_seed_through_api,
 )
+from vsphere_kale.playground.seed_kale import RAW_DATA_PVC
 from vsphere_kale.reconcile.recreate import apply_recreate
 from vsphere_kale.settings import settings_from_mapping
 
@@ -212,7 +213,7 @@ def test_the_local_system_runs_on_the_real_control_plane(tmp_path: Path) -> None
             lambda: [
                 c
                 for c in core.list_namespaced_persistent_volume_claim("alice").items
-                if c.metadata.name != MARSHAL_PVC and c.status.phase == "Bound"
+                if c.metadata.name not in (MARSHAL_PVC, RAW_DATA_PVC) and c.status.phase == "Bound"
             ],
         )
         assert claims[0].spec.storage_class_name == NFS_CLASS

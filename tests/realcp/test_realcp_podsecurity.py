@@ -12,6 +12,7 @@ checks the file against the live server. Re-record with VSPHERE_KALE_RECORD_FIXT
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -73,21 +74,24 @@ def root_step_pod() -> dict[str, Any]:
 
 
 def kale2_step_pod() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "kale2-step"},
-        "spec": {
-            "securityContext": KALE2_POD_SECURITY,
-            "containers": [
-                {
-                    "name": "step",
-                    "image": "ghcr.io/kubeflow-kale/kale-step:2.0",
-                    "securityContext": KALE2_CONTAINER_SECURITY,
-                }
-            ],
-        },
-    }
+    # A deep copy: a caller that edits the pod must not edit the shared security contexts.
+    return copy.deepcopy(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "kale2-step"},
+            "spec": {
+                "securityContext": KALE2_POD_SECURITY,
+                "containers": [
+                    {
+                        "name": "step",
+                        "image": "ghcr.io/kubeflow-kale/kale-step:2.0",
+                        "securityContext": KALE2_CONTAINER_SECURITY,
+                    }
+                ],
+            },
+        }
+    )
 
 
 def create_pod(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from vsphere_kale.kube import translate
 from vsphere_kale.kube.informers import RawList, _WatchDropFilter
 from vsphere_kale.kube.leaderelection import _Config
 from vsphere_kale.reconcile.applier import NamespaceResult
+from vsphere_kale.reconcile.caches import _at_least, _trim
 from vsphere_kale.reconcile.leader import default_identity
-from vsphere_kale.reconcile.reconciler import _at_least, _trim
 
 
 def test_result_json_shape() -> None:

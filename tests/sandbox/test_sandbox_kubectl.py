@@ -302,7 +302,7 @@ def test_deleting_the_seeded_marshal_claim_completes(
     kubectl(running, "delete", "pvc", "wf-1-kale-marshal-pvc", "-n", "alice", "--timeout=10s")
     # Then it is gone: no pod uses it, so the protection finalizer is released as on a cluster
     listed = core.list_namespaced_persistent_volume_claim("alice").items
-    assert [c.metadata.name for c in listed] == []
+    assert [c.metadata.name for c in listed] == ["raw-data"]  # the seed's Kale 2 claim stays
 
 
 def test_auth_whoami_and_can_i_list(

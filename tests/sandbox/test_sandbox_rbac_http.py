@@ -97,7 +97,7 @@ def test_anonymous_may_read_version_but_not_discovery(demo: RunningSandbox) -> N
 def test_owner_works_in_own_profile_only(demo: RunningSandbox) -> None:
     alice = _core(demo, ALICE)
     names = [p.metadata.name for p in alice.list_namespaced_persistent_volume_claim("alice").items]
-    assert names == ["wf-1-kale-marshal-pvc"]
+    assert names == ["raw-data", "wf-1-kale-marshal-pvc"]
     alice.create_namespaced_persistent_volume_claim("alice", _pvc("scratch"))
     with pytest.raises(ApiException) as caught:
         alice.list_namespaced_persistent_volume_claim("bob")

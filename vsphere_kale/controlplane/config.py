@@ -30,13 +30,16 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 ADMIN_USER = "kubernetes-admin"
 """Who ``admin`` is (same name and group as the sandbox's admin)."""
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
-#: The controllers our code and tests rely on; nothing that needs nodes or pods to run.
+#: The controllers our code and tests rely on; nothing that needs nodes to run. The
+#: StatefulSet controller creates a notebook's pod, so Pod Security's refusal of it becomes
+#: the controller's own ``FailedCreate`` Event (what psaLevel auto and the status read).
 CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "garbage-collector-controller",
+    "statefulset-controller",
 )
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from vsphere_kale.errors import KubeForbidden, KubeNotFound
+from vsphere_kale.health.psa_status import add_needs, fetch_needs
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.policy import podsecurity
@@ -287,12 +288,16 @@ def build_pod_security_facts(
     profile: Mapping[str, Any] | Unreadable | None,
     bindings: list[Any] | Unreadable,
     settings: Settings,
+    enforce_level: str | None = None,
 ) -> PodSecurityFacts:
-    """What pod security requires here and the planner's verdict on what is present."""
+    """What pod security requires here and the planner's verdict on what is present
+    (``enforce_level``: what ``psaLevel: auto`` decided, :mod:`.psa_status`)."""
     if mode == "off":
         return PodSecurityFacts("off")
     ps = settings.pod_security
-    desired = podsecurity.build_desired(namespace, mode=mode, settings=ps)
+    desired = podsecurity.build_desired(
+        namespace, mode=mode, settings=ps, enforce_level=enforce_level or "restricted"
+    )
     if isinstance(ns_obj, Unreadable) and mode == "psa":
         return PodSecurityFacts(mode, required=desired.required, unreadable=ns_obj.reason)
     if isinstance(bindings, Unreadable):
@@ -363,6 +368,14 @@ def collect_status(
     events: list[Event] | Unreadable = got["events"]
     storage_classes: list[StorageClass] | Unreadable = got["storage_classes"]
     webhook: MutatingWebhookConfiguration | Unreadable | None = got["webhook"]
+    needs = None
+    if resolved == "psa" and not isinstance(got["namespace"], Unreadable):
+        needs = fetch_needs(
+            kube,
+            got["namespace"],
+            settings=settings,
+            runs_notebooks=_runs_notebooks(got["namespace"], got.get("profile")),
+        )
     pod_security = build_pod_security_facts(
         namespace,
         mode=resolved,
@@ -370,6 +383,7 @@ def collect_status(
         profile=got.get("profile"),
         bindings=got.get("bindings", []),
         settings=settings,
+        enforce_level=needs.level if needs is not None else None,
     )
     result = build_namespace_status(
         namespace,
@@ -385,4 +399,15 @@ def collect_status(
         webhook_name=webhook_name,
         admission_policy=got["admission_policy"],
     )
-    return result.to_json()
+    doc = result.to_json()
+    if needs is not None:
+        add_needs(doc, needs, settings=settings)
+    return doc
+
+
+def _runs_notebooks(ns_obj: Mapping[str, Any], profile: Any) -> bool:
+    """A profile namespace (owned by its Profile, or labelled so when Profiles are unreadable)."""
+    if isinstance(profile, Mapping):
+        return podsecurity.decide_owned_by_profile(ns_obj, profile)
+    labels = (ns_obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(PROFILE_LABEL[0]) == PROFILE_LABEL[1])

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from vsphere_kale.install import admission_policy, render, rotation
+from vsphere_kale.install import admission_policy, doctor_psa, render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.install.doctor_access import AccessResult, decide_rbac
 from vsphere_kale.install.doctor_check import Check, decide_unreadable
@@ -48,6 +48,8 @@ class DoctorFacts:
     """Neither the ConfigMap nor the Deployment could be read: ``settings`` is the fallback."""
     caller: str = ""
     """Who runs doctor (SelfSubjectReview); ``""`` when the server cannot say."""
+    psa: list[Any] | str | None = None
+    """``psaLevel`` decisions per managed namespace (:mod:`.doctor_psa`), psa mode only."""
     admission_policy: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
     """(MutatingAdmissionPolicy, its binding) of ``install --admission policy``; None: neither."""
     reviews_forbidden: bool = False
@@ -320,7 +322,11 @@ def decide_pod_security_check(
         if not is_managed:
             continue
         managed.append(ns)
-        desired = podsecurity.build_desired(ns, mode=mode, settings=ps)
+        # With psaLevel auto any level we set is fine here; doctor_psa judges the level.
+        current = ((ns_obj.get("metadata") or {}).get("labels") or {}).get(podsecurity.PSA_ENFORCE)
+        desired = podsecurity.build_desired(
+            ns, mode=mode, settings=ps, enforce_level=current or "restricted"
+        )
         facts = podsecurity.facts_from_objects(ns, ns_obj, bindings=by_ns.get(ns, []))
         outcome = podsecurity.plan(desired, facts, settings=ps).outcome
         if outcome in ("create", "repair"):
@@ -467,6 +473,12 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             webhook_verdict=webhook_verdict,
             now=now,
             caller=caller,
+        ),
+        Check(
+            doctor_psa.NAME,
+            *doctor_psa.decide_psa_level_check(
+                facts.psa, settings=settings, psp_served=facts.psp_served
+            ),
         ),
         decide_rbac(
             facts.access,

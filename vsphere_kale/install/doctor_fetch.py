@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import jsonpatch
 
 from vsphere_kale.errors import ConfigError, KubeError, KubeForbidden
-from vsphere_kale.install import admission_policy, render
+from vsphere_kale.install import admission_policy, doctor_psa, render
 from vsphere_kale.install.doctor_access import (
     ROLE_NAME,
     Access,
@@ -267,6 +267,13 @@ def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFact
     if mode == "psp":
         facts.bindings = read_or_unreadable(
             items(r.ROLE_BINDING), forbidden=_forbidden("rolebindings")
+        )
+    if mode == "psa" and isinstance(facts.namespaces, list):
+        facts.psa = doctor_psa.fetch_psa_decisions(
+            kube,
+            settings=settings,
+            namespaces=facts.namespaces,
+            profiles=facts.profiles if isinstance(facts.profiles, list) else None,
         )
     facts.pvcs = read_or_unreadable(
         items(r.PERSISTENT_VOLUME_CLAIM), forbidden=_forbidden("persistentvolumeclaims")

@@ -73,5 +73,3 @@ def wait_ready(
                 f"`kubectl -n {namespace} describe deployment {render.NAME}` and its pods' events"
             )
         time.sleep(poll)
-
-

@@ -318,6 +318,9 @@ def render_pod_security(
         lines.append(prose(message, names))
     if is_problem(pod_security) and pod_security.get("hint"):
         lines.append(f"<i>Fix:</i> {prose(pod_security['hint'], names)}")
+    level_needed = pod_security.get("needs")  # psa mode: the level pods need (docs/health.md)
+    if isinstance(level_needed, Mapping) and level_needed.get("mismatch"):
+        lines.append(f"<b>Level:</b> {prose(level_needed['mismatch'], names)}")
     return _row("vsk-podsecurity", "Pod security", pod_security, lines)
 
 

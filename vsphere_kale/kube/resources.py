@@ -93,6 +93,8 @@ ENDPOINTS = _core("endpoints", "Endpoints")
 STORAGE_CLASS = Resource("storage.k8s.io", "v1", "storageclasses", False, "StorageClass")
 LEASE = Resource("coordination.k8s.io", "v1", "leases", True, "Lease")
 DEPLOYMENT = Resource("apps", "v1", "deployments", True, "Deployment")
+DAEMON_SET = Resource("apps", "v1", "daemonsets", True, "DaemonSet")
+STATEFUL_SET = Resource("apps", "v1", "statefulsets", True, "StatefulSet")
 POD_DISRUPTION_BUDGET = Resource(
     "policy", "v1", "poddisruptionbudgets", True, "PodDisruptionBudget"
 )
@@ -159,6 +161,8 @@ BY_KIND: dict[tuple[str, str], Resource] = {
         STORAGE_CLASS,
         LEASE,
         DEPLOYMENT,
+        DAEMON_SET,
+        STATEFUL_SET,
         POD_DISRUPTION_BUDGET,
         CERT_MANAGER_ISSUER,
         CERT_MANAGER_CERTIFICATE,

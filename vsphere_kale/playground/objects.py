@@ -42,6 +42,7 @@ VERSIONS: Mapping[ResourceRef, str] = {
     ResourceRef("rbac.authorization.k8s.io", "clusterrolebindings"): "v1",
     ResourceRef("rbac.authorization.k8s.io", "rolebindings"): "v1",
     ResourceRef("kubeflow.org", "profiles"): "v1",
+    ResourceRef("apps", "statefulsets"): "v1",
     ResourceRef("policy", "podsecuritypolicies"): "v1beta1",
     ResourceRef("apiextensions.k8s.io", "customresourcedefinitions"): "v1",
 }

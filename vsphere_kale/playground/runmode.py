@@ -34,6 +34,7 @@ from vsphere_kale.playground.lab import (
     write_lab_settings,
 )
 from vsphere_kale.playground.realplane import PSP_ON_REAL
+from vsphere_kale.playground.seed_kale import write_kale2_notebook
 from vsphere_kale.playground.system import LocalSystem
 
 
@@ -45,6 +46,7 @@ def _start_lab(
     target = notebooks / NOTEBOOK.name
     if not target.exists():  # keep the user's edits across runs
         shutil.copyfile(NOTEBOOK, target)
+    write_kale2_notebook(notebooks)  # the seed's Kale 2 notebook (raw-data is RWO)
     token = secrets.token_hex(16)
     command = lab_command(
         system.jupyter_traits(),
@@ -85,8 +87,7 @@ def run_sandbox(
     if lab:
         if importlib.util.find_spec("jupyterlab") is None:
             raise VsphereKaleError(
-                "JupyterLab is not installed: pip install 'vsphere-kale[lab]', "
-                "or run with --no-lab"
+                "JupyterLab is not installed: pip install 'vsphere-kale[lab]', or run with --no-lab"
             )
         check_port_free(lab_port, flag="--lab-port")
     check_port_free(api_port, flag="--api-port")

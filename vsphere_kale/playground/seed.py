@@ -25,6 +25,8 @@ milliseconds) or :class:`~vsphere_kale.playground.objects.ApiObjects` on any API
   Warning event a TKG guest cluster records for it;
   (a real cluster's event recorder has counted 12 attempts; the storage provisioner of
   :mod:`vsphere_kale.playground.storage` counts on from there);
+- in ``alice`` too, a Kale 2 notebook's RWO claim ``raw-data`` and a notebook StatefulSet whose
+  pod Pod Security refused (istio-init), with its ``FailedCreate`` Event (:mod:`.seed_kale`);
 - flavor ``psp`` only: the PodSecurityPolicies ``vmware-system-privileged`` and
   ``vmware-system-restricted`` and their ``psp:*`` ClusterRoles (``use`` on one PSP each).
 
@@ -43,6 +45,12 @@ from vsphere_kale.kube import Kube
 from vsphere_kale.playground.crd import apply_profile_crd
 from vsphere_kale.playground.kubeflow import build_profile, reconcile_profile
 from vsphere_kale.playground.objects import VERSIONS, ApiObjects
+from vsphere_kale.playground.seed_kale import (
+    STATEFUL_SETS,
+    failed_create_event,
+    notebook_statefulset,
+    raw_data_pvc,
+)
 from vsphere_kale.sandbox.types import JSONObject, ObjectWriter, ResourceRef, SeedUser
 
 log = logging.getLogger(__name__)
@@ -435,6 +443,7 @@ _KINDS = {
     PVCS: "PersistentVolumeClaim",
     EVENTS: "Event",
     PSPS: "PodSecurityPolicy",
+    STATEFUL_SETS: "StatefulSet",
 }
 
 
@@ -492,6 +501,10 @@ def apply_seed(writer: ObjectWriter, name: str, *, flavor: str) -> None:
     pvc = _create(writer, PVCS, marshal_pvc())
     if pvc is not None:
         _create(writer, EVENTS, provisioning_failed_event(pvc))
+    _create(writer, PVCS, raw_data_pvc())
+    notebook = _create(writer, STATEFUL_SETS, notebook_statefulset())
+    if notebook is not None:
+        _create(writer, EVENTS, failed_create_event(notebook))
     log.info("seeded %s (%s flavor)", name, flavor)
 
 

@@ -230,7 +230,14 @@ def decide_managed(
     return True, f"Kubeflow Profile {namespace} exists and owns the namespace"
 
 
-def build_desired(namespace: str, *, mode: str, settings: PodSecuritySettings) -> Desired:
+def build_desired(
+    namespace: str, *, mode: str, settings: PodSecuritySettings, enforce_level: str | None = None
+) -> Desired:
+    """``enforce_level``: the level decided for this namespace when ``psaLevel`` is ``auto``
+    (:mod:`vsphere_kale.policy.psa_level`); required then, ignored otherwise."""
+    enforce = settings.psa_level if settings.psa_level != "auto" else enforce_level
+    if mode == "psa" and enforce in (None, "auto"):
+        raise ValueError("psaLevel auto: the enforce level is decided per namespace")
     if mode == "psp":
         return Desired(
             namespace,
@@ -246,7 +253,7 @@ def build_desired(namespace: str, *, mode: str, settings: PodSecuritySettings) -
             namespace,
             "psa",
             labels={
-                PSA_ENFORCE: settings.psa_level,
+                PSA_ENFORCE: str(enforce),
                 PSA_ENFORCE_VERSION: "latest",
                 PSA_WARN: settings.psa_warn_level,
                 PSA_AUDIT: settings.psa_warn_level,

@@ -7,7 +7,7 @@ The text we parse is kube-apiserver's own (k8s.io/pod-security-admission): a rej
 ``<checks>`` is ``<reason> (<detail>)`` items joined by ``", "``, the reason being the check's
 ForbiddenReason (``non-default capabilities``, ``allowPrivilegeEscalation != false``,
 ``unrestricted capabilities``, ``runAsNonRoot != true``, ``seccompProfile``, ...). Controllers
-copy it into a ``FailedCreate`` Event on the StatefulSet/ReplicaSet/Job/DaemonSet (``create Pod
+copy it into a ``FailedCreate`` Event on the StatefulSet/ReplicaSet/Job/DaemonSet (``Create Pod
 nb-0 in StatefulSet nb failed error: pods "nb-0" is forbidden: ...``, ``Error creating: pods
 "x-" is forbidden: ...``), Argo into the workflow node's ``message``. A namespace labelled
 with an enforce level by server-side dry run answers warnings ``existing pods in namespace "x"

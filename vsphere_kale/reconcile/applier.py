@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from vsphere_kale.errors import KubeConflict, KubeError, KubeForbidden, KubeNotFound
 from vsphere_kale.kube import Discovery, Kube
 from vsphere_kale.kube import resources as r
@@ -27,6 +25,7 @@ from vsphere_kale.policy.podsecurity import (
     Action,
     CreateBinding,
     DeleteBinding,
+    Desired,
     NamespaceFacts,
     PatchBinding,
     PatchNamespaceLabels,
@@ -37,6 +36,7 @@ from vsphere_kale.policy.podsecurity import (
     build_namespace_patch,
     build_role_binding,
     decide_managed,
+    decide_owned_by_profile,
     facts_from_objects,
     plan,
 )
@@ -53,25 +53,14 @@ from vsphere_kale.reconcile.events import (
     RECONCILE_FAILED,
     EventRecorder,
 )
+from vsphere_kale.reconcile.metrics import ReconcilerMetrics
+from vsphere_kale.reconcile.psa_auto import PsaAuto
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 3.0
 """How long a namespace waits for the caches to show our own write before acting anyway."""
-
-OUTCOMES = (
-    "created",
-    "repaired",
-    "labels-applied",
-    "ok",
-    "skipped",
-    "conflict",
-    "failed",
-    "would-create",
-    "would-repair",
-)
-
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -102,64 +91,6 @@ class NamespaceResult:
             "actions": list(self.actions),
             "message": self.message,
         }
-
-
-# --- metrics ---------------------------------------------------------------------------------
-
-
-class ReconcilerMetrics:
-    """Prometheus metrics of the reconciler, on the registry ``serve`` exposes at /metrics."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.reconciles = Counter(
-            "vsphere_kale_podsecurity_reconciles",
-            "Namespace reconciles, by result (created, repaired, labels-applied, ok, skipped, "
-            "conflict, failed).",
-            ["result"],
-            registry=self.registry,
-        )
-        self.writes = Counter(
-            "vsphere_kale_podsecurity_writes",
-            "Writes sent to the API server by this replica, by verb and resource.",
-            ["verb", "resource"],
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge(
-            "vsphere_kale_podsecurity_queue_depth",
-            "Namespaces waiting to be reconciled (not counting delayed retries).",
-            registry=self.registry,
-        )
-        self.last_resync = Gauge(
-            "vsphere_kale_podsecurity_last_full_resync_timestamp_seconds",
-            "Unix time of the last full resync (every managed namespace enqueued).",
-            registry=self.registry,
-        )
-        self.is_leader = Gauge(
-            "vsphere_kale_podsecurity_is_leader",
-            "1 while this replica holds the leader Lease and reconciles.",
-            registry=self.registry,
-        )
-        self.mode = Gauge(
-            "vsphere_kale_podsecurity_mode",
-            "The resolved pod-security mode (1 for the mode in use).",
-            ["mode"],
-            registry=self.registry,
-        )
-        for result in OUTCOMES:
-            self.reconciles.labels(result)
-
-    def register_into(self, registry: CollectorRegistry) -> None:
-        """Also expose these metrics on ``registry`` (the server's, for one /metrics)."""
-        for collector in (
-            self.reconciles,
-            self.writes,
-            self.queue_depth,
-            self.last_resync,
-            self.is_leader,
-            self.mode,
-        ):
-            registry.register(collector)
 
 
 # --- where facts come from -------------------------------------------------------------------
@@ -281,6 +212,12 @@ class PodSecurityApplier:
         self.discovery = discovery
         self.events = events
         self.metrics = metrics
+        ps = settings.pod_security
+        self.psa_auto = (
+            PsaAuto(kube, cni_ttl=ps.resync_seconds)
+            if mode == "psa" and ps.psa_level == "auto"
+            else None
+        )
 
     # -- reads --
 
@@ -326,7 +263,7 @@ class PodSecurityApplier:
                 return Attempt(
                     NamespaceResult(name, "skipped", (), sentence(f"not managed: {why}"))
                 )
-            desired = build_desired(name, mode=self.mode, settings=ps)
+            desired, auto_why = self._desired(name, ns_obj, profile, dry_run=dry_run)
             facts = self._facts(name, source)
             uid = facts.uid
             for _ in range(3):
@@ -335,6 +272,8 @@ class PodSecurityApplier:
                     everything = tuple(binding_facts(b) for b in self.fetch_bindings(name))
                     facts = replace(facts, bindings=everything, all_bindings=True)
                     current = plan(desired, facts, settings=ps)
+                if auto_why:
+                    current = replace(current, reason=f"{current.reason}; {auto_why}")
                 if dry_run or not current.actions:
                     return Attempt(self._result(current, applied=False, dry_run=dry_run))
                 try:
@@ -362,6 +301,30 @@ class PodSecurityApplier:
             return Attempt(
                 NamespaceResult(name, "failed", (), message), retry_after=exc.retry_after
             )
+
+    def _desired(
+        self,
+        name: str,
+        ns_obj: Mapping[str, Any] | None,
+        profile: Mapping[str, Any] | None,
+        *,
+        dry_run: bool,
+    ) -> tuple[Desired, str]:
+        """What the namespace must have; with ``psaLevel: auto`` the level decided for it
+        (:mod:`.psa_auto`) and a sentence saying why."""
+        ps = self.settings.pod_security
+        if self.psa_auto is None or self.mode != "psa":
+            return build_desired(name, mode=self.mode, settings=ps), ""
+        if ns_obj is None:
+            # Not there yet: plan() skips it, and the namespace's ADDED event brings it back.
+            return build_desired(name, mode=self.mode, settings=ps, enforce_level="restricted"), ""
+        decision = self.psa_auto.decide(
+            ns_obj,
+            runs_notebooks=decide_owned_by_profile(ns_obj, profile),
+            dry_run=dry_run,
+        )
+        desired = build_desired(name, mode=self.mode, settings=ps, enforce_level=decision.level)
+        return desired, f"psaLevel auto chose {decision.level}: {decision.auto.why}"
 
     def _refused(self, name: str, ns_obj: Mapping[str, Any], why: str, *, dry_run: bool) -> None:
         log.warning(

@@ -23,23 +23,6 @@ the leader enqueues every managed namespace from the caches: zero list calls of 
 zero writes when nothing drifted (each informer also relists once per period, three list
 calls, which heals any watch event a broken connection may have lost).
 
-Why not watch every RoleBinding
--------------------------------
-To find an equivalent binding we did not create (the earlier tool's ``rb-all-sa_ns-<ns>``) we
-need bindings by roleRef and subject, not only ours. Kubeflow makes three or four RoleBindings
-per profile namespace, so watching all of them means caching ~20,000 objects at 5,000
-namespaces, for a question we ask once per namespace. Instead we watch only managed bindings
-and, when those do not satisfy a namespace, list that namespace's RoleBindings (one call). An
-equivalent binding found that way is *adopted* (labelled managed-by), so it enters the watched
-set and the question is never asked again for that namespace: at steady state no lists.
-
-Memory
-------
-Requests go through :class:`vsphere_kale.kube.Kube` (the client's ``ApiClient``, without the
-generated ``CoreV1Api``, whose first use alone costs ~20 MB), caches hold plain dicts rather
-than pydantic models, and :func:`_trim` keeps only what planning reads of each cached object.
-Measured peak RSS: 83 MB at 1,000 profile namespaces, 122 MB at 5,000 (see the benchmark).
-
 Writes
 ------
 Create and handle 409 rather than check-then-create; a 409 (or a 404 under a patch, or a
@@ -47,15 +30,17 @@ failed uid precondition) means someone changed the objects after we read them, s
 them again (live) and plan again. Namespace labels are a JSON merge patch touching only our
 labels and our annotation. After a write the namespace waits (briefly, bounded) until the
 caches have seen it, so a reconcile triggered in between does not act on stale state twice.
+
+What the caches keep, and why only managed RoleBindings are watched: :mod:`.caches`. The
+one-shot CLI path: :mod:`.once`. ``psaLevel: auto``: :mod:`.psa_auto`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,112 +48,32 @@ from prometheus_client import CollectorRegistry
 
 from vsphere_kale.errors import KubeError
 from vsphere_kale.kube import Discovery, Kube
-from vsphere_kale.kube import resources as r
-from vsphere_kale.kube.informers import ADDED, DELETED, MODIFIED, Informer, quiet_dropped_watches
+from vsphere_kale.kube.informers import Informer, quiet_dropped_watches
 from vsphere_kale.policy.podsecurity import (
-    MANAGED_SELECTOR,
     decide_managed,
     decide_mode,
 )
 from vsphere_kale.policy.text import sentence
 from vsphere_kale.reconcile.applier import (
     SETTLE_SECONDS,
-    FactSource,
     LiveSource,
     NamespaceResult,
     PodSecurityApplier,
-    ReconcilerMetrics,
     SnapshotSource,
     Written,
-    profiles,
     resource_version_of,
 )
-from vsphere_kale.reconcile.events import (
-    EventRecorder,
-)
+from vsphere_kale.reconcile.caches import Caches, CacheSource, _at_least
+from vsphere_kale.reconcile.events import EventRecorder
 from vsphere_kale.reconcile.leader import LEASE_NAME, LeaderElector
+from vsphere_kale.reconcile.metrics import ReconcilerMetrics
+from vsphere_kale.reconcile.once import _candidates, reconcile_once
 from vsphere_kale.reconcile.workqueue import WorkQueue
 from vsphere_kale.settings import Settings
 
+__all__ = ["Reconciler", "reconcile_once"]
+
 log = logging.getLogger(__name__)
-
-# --- informers -------------------------------------------------------------------------------
-
-
-# ownerReferences: a namespace is managed only when its controller reference is its Profile.
-_KEEP_META = (
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "deletionTimestamp",
-    "ownerReferences",
-)
-_KEEP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # informer: (top-level keys kept besides metadata, metadata maps kept and interned)
-    "namespaces": (("status",), ("labels", "annotations")),
-    "profiles": ((), ()),
-    "rolebindings": (("roleRef", "subjects"), ("labels",)),
-}
-
-
-def _trim(obj: Any, informer: str) -> None:
-    """Keep only what planning reads of a cached object, in place, with strings interned.
-
-    ``SharedInformer`` hands its handlers the very dict it just stored in its cache, so
-    trimming here shrinks the cache. Parsed JSON costs several KiB per object in Python;
-    of a Profile we need only that it exists, of a Namespace its labels, annotations and
-    phase. ``managedFields`` alone is often the largest part of an object on a real cluster.
-    Label keys and values repeat across thousands of profile namespaces, so they are
-    interned.
-    """
-    if not isinstance(obj, dict):
-        return
-    top, maps = _KEEP[informer]
-    meta = obj.get("metadata")
-    for key in [k for k in obj if k != "metadata" and k not in top]:
-        del obj[key]
-    if not isinstance(meta, dict):
-        return
-    for key in [k for k in meta if k not in _KEEP_META and k not in maps]:
-        del meta[key]
-    for key in maps:
-        values = meta.get(key)
-        if isinstance(values, dict):
-            meta[key] = {
-                sys.intern(k): sys.intern(v) if isinstance(v, str) and len(v) < 64 else v
-                for k, v in values.items()
-            }
-    status = obj.get("status")
-    if isinstance(status, dict) and informer == "namespaces":
-        obj["status"] = {"phase": status["phase"]} if "phase" in status else {}
-
-
-def _key_namespace(obj: Any) -> str:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    return str((meta or {}).get("namespace") or "")
-
-
-def _key_name(obj: Any) -> str:
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    return str((meta or {}).get("name") or "")
-
-
-class CacheSource:
-    """Facts from the informer caches (no API calls)."""
-
-    def __init__(self, reconciler: Reconciler) -> None:
-        self._r = reconciler
-
-    def profile(self, name: str) -> Mapping[str, Any] | None:
-        profile: Mapping[str, Any] | None = self._r._get("profiles", name)
-        return profile
-
-    def namespace(self, name: str) -> Mapping[str, Any] | None:
-        return self._r._get("namespaces", name)
-
-    def managed_bindings(self, namespace: str) -> list[Mapping[str, Any]] | None:
-        return self._r._managed_bindings(namespace)
 
 
 @dataclass
@@ -218,9 +123,7 @@ class Reconciler:
         self._resync = float(resync_seconds or settings.pod_security.resync_seconds)
         self._queue = WorkQueue(base_delay=backoff_base, max_delay=backoff_max)
         self.metrics.queue_depth.set_function(lambda: len(self._queue))
-        self._informers: dict[str, Informer] = {}
-        self._bindings_index: dict[str, set[str]] = {}
-        self._index_lock = threading.Lock()
+        self.caches = Caches(kube, resync_seconds=self._resync, on_key=self._enqueue)
         self._waiters: dict[str, list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._settling: dict[str, tuple[float, tuple[Written, ...]]] = {}
@@ -234,7 +137,7 @@ class Reconciler:
         self._started = False
         self.events = EventRecorder(kube, instance=identity)
         self._applier: PodSecurityApplier | None = None
-        self._cache_source = CacheSource(self)
+        self._cache_source = CacheSource(self.caches)
 
     # -- lifecycle --
 
@@ -336,78 +239,18 @@ class Reconciler:
 
     def _build_informers(self) -> None:
         assert self.discovery is not None
-        self._add_informer("namespaces", r.NAMESPACE)
-        served = profiles(self.discovery)
-        if served is not None:
-            self._add_informer("profiles", served)
-        if self.mode == "psp":
-            self._add_informer("rolebindings", r.ROLE_BINDING, label_selector=MANAGED_SELECTOR)
+        self.caches.build(self.discovery, psp=self.mode == "psp")
 
-    def _add_informer(
-        self, name: str, resource: r.Resource, *, label_selector: str | None = None
-    ) -> None:
-        handlers: dict[str, Callable[[Any], None]]
-        if name == "rolebindings":
-            handlers = {
-                ADDED: self._on_binding,
-                MODIFIED: self._on_binding,
-                DELETED: self._on_binding_deleted,
-            }
-        else:
-            handler = self._on_profile if name == "profiles" else self._on_namespace
-            handlers = {event: handler for event in (ADDED, MODIFIED, DELETED)}
-        self._informers[name] = Informer(
-            self.kube,
-            resource,
-            name=name,
-            resync_seconds=self._resync,
-            handlers=handlers,
-            label_selector=label_selector,
-        )
+    @property
+    def _informers(self) -> dict[str, Informer]:
+        return self.caches.informers
 
-    def _on_profile(self, obj: Any) -> None:
-        _trim(obj, "profiles")
-        self._on_named(obj)
-
-    def _on_namespace(self, obj: Any) -> None:
-        _trim(obj, "namespaces")
-        self._on_named(obj)
-
-    def _on_named(self, obj: Any) -> None:
-        name = _key_name(obj)
-        if name and self._leading.is_set():
-            self._queue.add(name)
-
-    def _on_binding(self, obj: Any) -> None:
-        _trim(obj, "rolebindings")
-        ns, name = _key_namespace(obj), _key_name(obj)
-        with self._index_lock:
-            self._bindings_index.setdefault(ns, set()).add(name)
+    def _enqueue(self, key: str) -> None:
         if self._leading.is_set():
-            self._queue.add(ns)
-
-    def _on_binding_deleted(self, obj: Any) -> None:
-        ns, name = _key_namespace(obj), _key_name(obj)
-        with self._index_lock:
-            names = self._bindings_index.get(ns)
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self._bindings_index[ns]
-        if self._leading.is_set():
-            self._queue.add(ns)
+            self._queue.add(key)
 
     def _get(self, informer: str, key: str) -> dict[str, Any] | None:
-        found = self._informers.get(informer)
-        if found is None:
-            return None
-        return found.get(key)
-
-    def _managed_bindings(self, namespace: str) -> list[Mapping[str, Any]]:
-        with self._index_lock:
-            names = sorted(self._bindings_index.get(namespace, ()))
-        found = (self._get("rolebindings", f"{namespace}/{n}") for n in names)
-        return [b for b in found if b is not None]
+        return self.caches.get(informer, key)
 
     # -- leadership --
 
@@ -638,63 +481,3 @@ class Reconciler:
     def wait_idle(self, timeout: float) -> bool:
         """Until the queue is empty and no worker is busy (tests, benchmark)."""
         return self._queue.wait_idle(timeout)
-
-
-def _at_least(have: str, want: str) -> bool:
-    """resourceVersions are opaque strings; kube-apiserver's (and the sandbox's) are
-    increasing integers, which is all settling relies on. Anything else counts as seen."""
-    if not want:
-        return True
-    try:
-        return int(have or "0") >= int(want)
-    except ValueError:
-        return True
-
-
-def _candidates(source: SnapshotSource, settings: Settings) -> list[str]:
-    """Names ``reconcile --all`` reports on: every Profile and every extra/excluded name."""
-    ps = settings.pod_security
-    names = set(source.profiles) | set(ps.extra_namespaces)
-    names |= {n for n in ps.excluded_namespaces if n in source.namespaces}
-    return sorted(names)
-
-
-# --- one shot (the CLI) ----------------------------------------------------------------------
-
-
-def reconcile_once(
-    kube: Kube,
-    settings: Settings,
-    *,
-    namespaces: Iterable[str] | None = None,
-    dry_run: bool = False,
-    identity: str = "vsphere-kale-cli",
-    on_result: Callable[[NamespaceResult], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> tuple[str, list[NamespaceResult]]:
-    """Reconcile the named namespaces (None: every Profile and extra namespace) once.
-
-    A dry run plans only: it sends no write at all, not even a ``dryRun=All`` one, so it
-    needs nothing but read access. Returns the resolved mode and the results.
-    """
-    discovery = kube.discovery()
-    mode = decide_mode(settings.pod_security.mode, psp_served=discovery.psp_served)
-    events = None if dry_run else EventRecorder(kube, instance=identity)
-    applier = PodSecurityApplier(kube, settings, mode=mode, discovery=discovery, events=events)
-    source: FactSource
-    if namespaces is None:
-        snapshot = SnapshotSource(kube, discovery, psp=mode == "psp")
-        names = _candidates(snapshot, settings)
-        source = snapshot
-    else:
-        names = list(namespaces)
-        source = LiveSource(kube, discovery)
-    if on_total is not None:
-        on_total(len(names))
-    results = []
-    for name in names:
-        result = applier.reconcile(name, source, dry_run=dry_run).result
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return mode, results

@@ -21,7 +21,8 @@ What it emulates
   storage, converted field by field), serviceaccounts (+ the ``token`` subresource:
   TokenRequest), secrets, configmaps, services, endpoints, storageclasses,
   roles/rolebindings/clusterroles/clusterrolebindings, leases,
-  mutatingwebhookconfigurations, deployments, poddisruptionbudgets, networkpolicies,
+  mutatingwebhookconfigurations, deployments, daemonsets and statefulsets (stored only: no
+  workload controller), poddisruptionbudgets, networkpolicies,
   kubeflow.org profiles (v1 and v1beta1, one storage), and the create-only reviews
   tokenreviews, subjectaccessreviews, selfsubjectaccessreviews, selfsubjectrulesreviews
   (``kubectl auth can-i --list``), selfsubjectreviews (``kubectl auth whoami``). Flavor ``psp`` adds

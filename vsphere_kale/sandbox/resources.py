@@ -230,6 +230,26 @@ def _all_types(flavor: str) -> list[ResourceType]:
             short=("deploy",),
             categories=("all",),
         ),
+        # Served so Istio CNI's DaemonSet can be looked for and a notebook's StatefulSet can
+        # exist; the sandbox runs no workload controller (no pods are made from them).
+        _typ(
+            "apps",
+            ["v1"],
+            "daemonsets",
+            "daemonset",
+            "DaemonSet",
+            short=("ds",),
+            categories=("all",),
+        ),
+        _typ(
+            "apps",
+            ["v1"],
+            "statefulsets",
+            "statefulset",
+            "StatefulSet",
+            short=("sts",),
+            categories=("all",),
+        ),
         _typ(
             "policy",
             ["v1"],
