@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
@@ -34,11 +33,11 @@ from vsphere_kale.errors import (
     KubeUnavailable,
 )
 from vsphere_kale.kube.discovery import Discovery
+from vsphere_kale.kube.kubeconfig import KubeconfigSource, explain, load_api_client
 from vsphere_kale.kube.resources import Resource
 
 log = logging.getLogger(__name__)
 
-IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 Timeout = float | tuple[float, float]
 """Total seconds, or (connect, read) seconds, as urllib3 takes them."""
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 30.0)
@@ -73,35 +72,6 @@ _QUERY_NAMES = {
 # RFC 7234 warn-value as the API server writes it: 299 - "text" (quotes and backslashes
 # escaped): https://kubernetes.io/blog/2020/09/03/warnings/
 _WARNING = re.compile(r'\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
-
-
-def build_api_client(
-    kubeconfig: str | None = None, *, context: str | None = None
-) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig`` (or ``$KUBECONFIG``/``~/.kube/config``), or in-cluster.
-
-    In-cluster config is tried first only when no kubeconfig is named and we run in a pod:
-    that is how ``serve`` runs in a Deployment. The in-cluster loader re-reads the projected
-    service-account token when it rotates.
-    """
-    configuration = client.Configuration()
-    if (
-        kubeconfig is None
-        and os.path.exists(IN_CLUSTER_TOKEN)
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-    ):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        try:
-            config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-        except (config.ConfigException, OSError) as exc:
-            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            raise KubeError(
-                f"cannot load kubeconfig {where}: {exc}; pass --kubeconfig with a valid file"
-            ) from exc
-    return client.ApiClient(configuration)
 
 
 def _status_message(exc: ApiException) -> str:
@@ -183,17 +153,26 @@ class Kube:
     Thread-safe as the ApiClient is (its urllib3 pool is); the discovery cache has a lock.
     """
 
-    def __init__(self, api_client: client.ApiClient, *, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        source: KubeconfigSource | None = None,
+    ) -> None:
         self.api_client = api_client
         """For the official helpers that need one (``leaderelection``); nothing else."""
         self.timeout = timeout
+        self.source = source
+        """Where the server and credential came from, for 401 and unreachable messages."""
         self._discovery: Discovery | None = None
         self._discovery_lock = threading.Lock()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, *, context: str | None = None) -> Kube:
         """From ``kubeconfig`` (or ``$KUBECONFIG``/``~/.kube/config``), or in-cluster in a pod."""
-        return cls(build_api_client(kubeconfig, context=context))
+        api_client, source = load_api_client(kubeconfig, context=context)
+        return cls(api_client, source=source)
 
     def close(self) -> None:
         self.api_client.close()
@@ -241,6 +220,37 @@ class Kube:
         ``warnings``, when given, receives the texts of the answer's ``Warning`` headers, also
         when the request fails (a denial can carry warnings too).
         """
+        try:
+            return self._request(
+                method,
+                resource_path,
+                action=action,
+                query=query,
+                body=body,
+                content_type=content_type,
+                timeout=timeout,
+                warnings=warnings,
+            )
+        except KubeError as exc:
+            explained = explain(
+                exc, action=action, host=str(self.api_client.configuration.host), source=self.source
+            )
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    def _request(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        action: str,
+        query: Mapping[str, Any] | None,
+        body: Any,
+        content_type: str,
+        timeout: Timeout | None,
+        warnings: Warnings | None,
+    ) -> Any:
         with kube_errors(action):
             try:
                 response = self._send(
