@@ -31,12 +31,19 @@ ADMIN_USER = "kubernetes-admin"
 """Who ``admin`` is (same name and group as the sandbox's admin)."""
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 #: The controllers our code and tests rely on; nothing that needs nodes or pods to run.
+#: The two protection controllers release the ``kubernetes.io/pvc-protection`` and
+#: ``kubernetes.io/pv-protection`` finalizers that kube-apiserver's StorageObjectInUseProtection
+#: admission puts on every claim and volume: without them a deleted claim stays Terminating
+#: forever (recreate-pvc would wait for nothing), as it never does on a cluster. The PV binder
+#: stays off: the playground's provisioners bind, as the storage controllers of TKG do.
 CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "garbage-collector-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 )
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
