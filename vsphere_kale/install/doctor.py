@@ -520,6 +520,7 @@ def decide_rbac(results: Sequence[AccessResult], *, namespace: str) -> Check:
 
 
 def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
+    from vsphere_kale.install.doctor_namespaces import decide_extra_namespaces  # imports Check
     settings = facts.settings
     webhook_check = decide_webhook_configuration(facts.webhook, settings=settings, now=now)
     webhook_verdict = "missing" if facts.webhook is None else "ok"
@@ -550,6 +551,7 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             now=now,
         ),
         decide_rbac(facts.access, namespace=settings.namespace),
+        *decide_extra_namespaces(settings),
     ]
 
 
