@@ -241,15 +241,32 @@ def apply(
                 _overlaps(path, o) for o in others
             ):
                 _remove(base, path)
+    before = set(mine.fields) if mine is not None else None
     _merge(base, config)
     if mine is None:
         mine = Entry(manager, "Apply", api_version, now, set())
         entries.append(mine)
+    # A no-op apply stays a no-op (same resourceVersion, no event): kube does not move the
+    # manager's timestamp when neither the object nor the owned fields changed
+    # (IgnoreManagedFieldsTimestampsTransformer).
+    noop = (
+        current is not None
+        and before == wanted
+        and not taken
+        and mine.api_version == api_version
+        and _without_managed_fields(base) == _without_managed_fields(current)
+    )
     mine.fields = wanted
-    mine.time = now
+    if not noop:
+        mine.time = now
     mine.api_version = api_version
     _store_entries(base, entries)
     return base
+
+
+def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
 
 
 def record_update(
