@@ -16,10 +16,14 @@ leader-elected :class:`Reconciler` (psa mode, backoff 0.2 s doubling to the 60 s
    20 ms with a list). Printed: seconds from the end of the storm to the first and to the
    last namespace labelled.
 
-``--modes`` runs it with the fix on main (``reset``: a success after failures resets every
-key's backoff and brings pending retries forward) and/or without it (``cap``: the work
-queue's ``forget`` ignores ``recovered``, which is main before the fix: each key waits out
-its own backoff, up to the cap). Both in one run by default, each with a fresh sandbox.
+``--modes`` picks the work queue's recovery behaviour, each run with a fresh sandbox:
+
+- ``probe`` (this version): while several keys back off, one is retried every 2 s, and a
+  success after failures resets every key's backoff (so recovery is noticed within ~2 s);
+- ``reset``: the reset without the probe (the first fix: nothing happens until the first
+  key's own backoff comes due);
+- ``cap``: neither (main before issue 10's fix: each key waits out its own backoff, up to
+  the 60 s cap).
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ def run(n: int, storm: float, mode: str) -> dict[str, float]:
         Kube(api), settings, identity="bench", leader_election=False, backoff_max=60.0
     )
     if mode == "cap":
-        reconciler._queue = CapOnlyQueue(base_delay=0.2, max_delay=60.0)
+        reconciler._queue = CapOnlyQueue(base_delay=0.2, max_delay=60.0, probe_interval=None)
+    elif mode == "reset":
+        reconciler._queue = WorkQueue(base_delay=0.2, max_delay=60.0, probe_interval=None)
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     names = [f"storm-{i}-{secrets.token_hex(2)}" for i in range(n)]
@@ -107,7 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20, help="profiles created during the storm")
     parser.add_argument("--storm", type=float, default=75.0, help="seconds of faults")
-    parser.add_argument("--modes", nargs="+", default=["reset", "cap"], choices=["reset", "cap"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["probe", "reset", "cap"], choices=["probe", "reset", "cap"]
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("kubernetes").setLevel(logging.ERROR)  # informer reconnect INFO lines
