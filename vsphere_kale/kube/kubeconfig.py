@@ -1,4 +1,4 @@
-"""Reading a kubeconfig the way a CLI user needs it read: errors as one sentence.
+"""Building the client from a kubeconfig (or in-cluster), with errors as one sentence.
 
 The official loader (``kubernetes.config.load_kube_config``) raises a YAML traceback for a
 malformed file, "No configuration found" for a missing one, and forgets where a credential
