@@ -205,7 +205,6 @@ def test_cert_manager_mode_needs_no_secret_or_webhook_writes() -> None:
     assert removed == {
         ("get", "secrets"),
         ("update", "secrets"),
-        ("patch", "secrets"),
         ("patch", "mutatingwebhookconfigurations"),
     }
     assert with_cm < self_managed

@@ -316,7 +316,7 @@ NAMESPACE_RULES = [
     (("coordination.k8s.io",), ("leases",), ("create",), ()),
     (("coordination.k8s.io",), ("leases",), ("get", "update"), ("vsphere-kale-leader",)),
     (("", "events.k8s.io"), ("events",), ("create", "patch"), ()),
-    (("",), ("secrets",), ("get", "update", "patch"), ("vsphere-kale-tls",)),
+    (("",), ("secrets",), ("get", "update"), ("vsphere-kale-tls",)),
 ]
 
 
