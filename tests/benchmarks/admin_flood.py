@@ -70,11 +70,13 @@ def run_sandbox(conn: Connection) -> None:
 def run_server(conn: Connection, sandbox_url: str, token: str, cert_dir: str) -> None:
     from kubernetes import client
 
+    from vsphere_kale.kube import Kube
+
     configuration = client.Configuration()
     configuration.host = sandbox_url
     configuration.api_key = {"authorization": f"Bearer {token}"}
     api = client.ApiClient(configuration)
-    routes = build_admin_routes(api_client=api, settings=SETTINGS, reconciler=None)
+    routes = build_admin_routes(kube=Kube(api), settings=SETTINGS, reconciler=None)
     write_cert_files(
         Path(cert_dir),
         build_cert_bundle("vsphere-kale", "vsphere-kale", extra_sans=["127.0.0.1"]),

@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from realcp_helpers import wait_for
+from kubernetes import client
+from realcp_helpers import api_client_for, wait_for
 
 from vsphere_kale.controlplane import (
     Binaries,
@@ -155,3 +157,81 @@ def test_sandbox_apiserver_on_the_real_control_plane_serves_kubectl_until_ctrl_c
     assert "control plane stopped" in (tmp_path / "out.log").read_text()
     assert not listening(int(url.group(2)))
     assert not Path(workdir.group(1)).exists()
+
+
+def test_storage_protection_holds_a_claim_in_use_and_releases_what_nothing_uses(
+    real_control_plane: RunningControlPlane,
+    namespace_factory: Callable[..., str],
+) -> None:
+    """The pvc-protection and pv-protection controllers run, as on a cluster: kube-apiserver
+    puts the finalizers on, kube-controller-manager takes them off once nothing uses the
+    object. (Without the controllers a deleted claim stays Terminating forever.)"""
+    api = api_client_for(real_control_plane)
+    core = client.CoreV1Api(api)
+    ns = namespace_factory("prot", labels={"pod-security.kubernetes.io/enforce": "privileged"})
+    claim = {
+        "metadata": {"name": "data"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": "",
+        },
+    }
+    made = core.create_namespaced_persistent_volume_claim(ns, claim)
+    assert made.metadata.finalizers == ["kubernetes.io/pvc-protection"]
+    # Given: a pod scheduled to a node (no kubelet runs it, so it stays Pending) mounts it.
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": "user"},
+            "spec": {
+                "nodeName": "node-1",
+                "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+        },
+    )
+
+    def claim_state(name: str = "data") -> str:
+        try:
+            found = core.read_namespaced_persistent_volume_claim(name, ns)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return "gone"
+            raise
+        return "terminating" if found.metadata.deletion_timestamp else "present"
+
+    # When: the claim is deleted while the pod uses it, and then a claim no pod uses.
+    core.delete_namespaced_persistent_volume_claim("data", ns)
+    core.create_namespaced_persistent_volume_claim(ns, {**claim, "metadata": {"name": "free"}})
+    core.delete_namespaced_persistent_volume_claim("free", ns)
+    # Then: the unused one goes at once; the one in use (queued before it) is kept.
+    wait_for("the unused claim released", lambda: claim_state("free") == "gone")
+    assert claim_state() == "terminating"
+    # When: the pod goes (force: there is no kubelet to confirm), the claim goes too.
+    core.delete_namespaced_pod("user", ns, grace_period_seconds=0)
+    wait_for("the claim released by pvc-protection", lambda: claim_state() == "gone")
+    # And a volume no claim is bound to is released by pv-protection.
+    name = f"pv-{ns}"
+    volume = core.create_persistent_volume(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "csi": {"driver": "csi.vsphere.vmware.com", "volumeHandle": name},
+            },
+        }
+    )
+    assert volume.metadata.finalizers == ["kubernetes.io/pv-protection"]
+    core.delete_persistent_volume(name)
+
+    def volume_gone() -> bool:
+        try:
+            core.read_persistent_volume(name)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for("the volume released by pv-protection", volume_gone)
+    api.close()

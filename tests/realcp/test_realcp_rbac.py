@@ -2,16 +2,21 @@
 
 ``serve`` runs as the installed ServiceAccount (a TokenRequest token, nothing but
 deploy/base's ClusterRole and Role): a scenario of Profiles created, drifted and deleted,
-admin API calls (TokenReview + SubjectAccessReview), leader Lease and Events produces no 403
-in the API server's audit log. Removing a rule makes exactly the step that needs it fail with
-the API server's 403 (for the RoleBinding the psp mode creates: RBAC's escalation check
-too).
+admin API calls (TokenReview + SubjectAccessReview: status, reconcile, recreate of a stuck
+claim), leader Lease and Events, and a whole certificate rotation (CA rollover, old CA
+dropped, serving certificate renewed: the rotator driven by an injected clock) produces no
+403 in the API server's audit log. Removing a rule makes exactly the step that needs it fail
+with the API server's 403 (for the RoleBinding the psp mode creates: RBAC's escalation check
+too). doctor runs as the admin (its RBAC review, by SubjectAccessReview, finds nothing
+missing) and as the service account (what it may not read is "cannot check", never a false
+verdict).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import ipaddress
 import json
 import secrets
@@ -22,11 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client
-from realcp_helpers import NFS_CLASS, Process, cli, free_port, wait_for, wait_namespace_gone
+from realcp_helpers import (
+    BLOCK_CLASS,
+    NFS_CLASS,
+    Process,
+    cli,
+    free_port,
+    wait_for,
+    wait_namespace_gone,
+)
 
 from vsphere_kale.controlplane import RunningControlPlane
+from vsphere_kale.errors import KubeForbidden
 from vsphere_kale.install import certs
+from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
 
 NS = "vsphere-kale"
@@ -207,6 +224,91 @@ def lease_holder(admin_api: client.ApiClient) -> str | None:
     return leases[0].spec.holder_identity if leases else None
 
 
+def stuck_claim(admin_api: client.ApiClient, namespace: str, name: str) -> None:
+    """A ReadWriteMany claim on the block class: what the webhook would have rewritten
+    (here the webhook points at a Service no API server can reach, failurePolicy Ignore)."""
+    client.CoreV1Api(admin_api).create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "resources": {"requests": {"storage": "1Gi"}},
+                "storageClassName": BLOCK_CLASS,
+            },
+        },
+    )
+
+
+def claim_class(admin_api: client.ApiClient, namespace: str, name: str) -> str | None:
+    claim = client.CoreV1Api(admin_api).read_namespaced_persistent_volume_claim(name, namespace)
+    return str(claim.spec.storage_class_name)
+
+
+class Clock:
+    """The rotator's clock, moved by the test (no sleeping until a certificate ages)."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.timezone.utc)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def tls_secret(admin_api: client.ApiClient) -> dict[str, bytes]:
+    secret = client.CoreV1Api(admin_api).read_namespaced_secret("vsphere-kale-tls", NS)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def not_after(pem: bytes) -> dt.datetime:
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+def rotator_as_service_account(installed: Installed, clock: Clock) -> CertificateRotator:
+    rotator = CertificateRotator(
+        Kube.from_kubeconfig(str(installed.kubeconfig)),
+        namespace=NS,
+        clock=clock,
+        publish_settle=0,
+    )
+    fit_lifetimes(rotator, clock)
+    return rotator
+
+
+def fit_lifetimes(rotator: CertificateRotator, clock: Clock) -> None:
+    """Certificates are issued from the real time, while the plan reads the test's clock,
+    years ahead: give what the rotator issues a lifetime that outlasts that clock (else a
+    fresh certificate would already look due, and the rotator would renew it again)."""
+    ahead = max(0, (clock.now - dt.datetime.now(dt.timezone.utc)).days)
+    rotator.serving_days = ahead + 2 * 365
+    rotator.ca_days = ahead + 10 * 365
+
+
+def rotate_everything(installed: Installed, admin_api: client.ApiClient) -> list[str]:
+    """Every step of the rotation, as the service account: a CA rollover (stage, publish,
+    promote), the old CA dropped once the grace has passed, then a serving renewal."""
+    clock = Clock()
+    clock.now = not_after(tls_secret(admin_api)["ca.crt"]) - dt.timedelta(days=10)
+    rotator = rotator_as_service_account(installed, clock)
+    steps: list[str] = []
+    rotator.run_once()
+    steps += rotator.status.steps
+    clock.now += rotator.grace + dt.timedelta(minutes=1)
+    rotator.run_once()
+    steps += rotator.status.steps
+    clock.now = not_after(tls_secret(admin_api)["tls.crt"]) - dt.timedelta(days=5)
+    fit_lifetimes(rotator, clock)
+    rotator.run_once()
+    steps += rotator.status.steps
+    return steps
+
+
+def doctor(kubeconfig: Path) -> dict[str, dict[str, str]]:
+    done = cli("doctor", "--kubeconfig", str(kubeconfig), "-o", "json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return {c["check"]: c for c in json.loads(done.stdout)["checks"]}
+
+
 def test_serve_as_the_service_account_meets_no_403(
     installed: Installed, admin_api: client.ApiClient
 ) -> None:
@@ -239,6 +341,19 @@ def test_serve_as_the_service_account_meets_no_403(
             )
             == 200
         )
+        # And recreates a stuck claim on the RWX class (the panel's Recreate button).
+        stuck_claim(admin_api, names[0], "marshal")
+        assert (
+            admin_api_call(
+                installed,
+                port,
+                "POST",
+                f"/api/v1/namespaces/{names[0]}/persistentvolumeclaims/marshal/recreate",
+                admin,
+            )
+            == 200
+        )
+        assert claim_class(admin_api, names[0], "marshal") == NFS_CLASS
         # The leader holds a real Lease.
         assert lease_holder(admin_api) == "replica-a"
         # When: a Profile is deleted.
@@ -247,6 +362,20 @@ def test_serve_as_the_service_account_meets_no_403(
         serve.stop()
         for name in names:
             delete_profile(admin_api, name)
+    # And: the certificate rotates, every step, with the service account's rights.
+    before = tls_secret(admin_api)
+    steps = rotate_everything(installed, admin_api)
+    assert steps == ["stage-ca", "publish-ca", "promote-ca", "drop-old-ca", "renew-serving"]
+    after = tls_secret(admin_api)
+    assert after["ca.crt"] != before["ca.crt"] and after["tls.crt"] != before["tls.crt"]
+    hooks = client.AdmissionregistrationV1Api(admin_api).read_mutating_webhook_configuration(NS)
+    assert base64.b64decode(hooks.webhooks[0].client_config.ca_bundle) == after["ca.crt"]
+    # And doctor, as the admin, finds every permission the service uses granted (judged by
+    # this API server's SubjectAccessReview) and the rotated certificate valid.
+    checks = doctor(cp.kubeconfig_path)
+    assert checks["rbac"]["status"] == "ok", checks["rbac"]
+    assert checks["webhook-configuration"]["status"] == "ok", checks["webhook-configuration"]
+    assert checks["serving-certificate"]["status"] == "ok", checks["serving-certificate"]
     # Then: the service account really did the work, and was never refused.
     work = cp.audit_events(username=SA_USER)[since:]
     verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in work}
@@ -254,7 +383,27 @@ def test_serve_as_the_service_account_meets_no_403(
     assert ("create", "events") in verbs
     assert ("create", "tokenreviews") in verbs
     assert ("create", "subjectaccessreviews") in verbs
+    assert {("delete", "persistentvolumeclaims"), ("create", "persistentvolumeclaims")} <= verbs
+    assert {("update", "secrets"), ("patch", "mutatingwebhookconfigurations")} <= verbs
     assert forbidden(cp, since) == []
+
+
+def test_doctor_as_the_service_account_says_cannot_check_for_what_it_may_not_read(
+    installed: Installed,
+) -> None:
+    """doctor with the service's own credential: the two reads the service never needs (the
+    ConfigMap is mounted; endpoints are the API server's business) are refused by this API
+    server, and doctor says so instead of a verdict; everything the service needs passes."""
+    since = len(installed.cp.audit_events(username=SA_USER))
+    checks = doctor(installed.kubeconfig)
+    assert checks["webhook-endpoints"]["message"].startswith("cannot check"), checks
+    assert checks["rbac"]["status"] == "ok", checks["rbac"]
+    assert checks["webhook-configuration"]["status"] == "ok", checks
+    refused = sorted(line.split(":")[0] for line in forbidden(installed.cp, since))
+    assert refused == [
+        f"get /api/v1/namespaces/{NS}/configmaps/vsphere-kale-config",
+        f"get /api/v1/namespaces/{NS}/endpoints/vsphere-kale",
+    ]
 
 
 GROUPS = {
@@ -262,7 +411,17 @@ GROUPS = {
     "clusterroles": "rbac.authorization.k8s.io",
     "namespaces": "",
     "profiles": "kubeflow.org",
+    "persistentvolumeclaims": "",
+    "pods": "",
+    "secrets": "",
+    "mutatingwebhookconfigurations": "admissionregistration.k8s.io",
 }
+NAMES = {
+    "clusterroles": PSP_ROLE,
+    "secrets": "vsphere-kale-tls",
+    "mutatingwebhookconfigurations": "vsphere-kale",
+}
+"""The object each resourceNames-narrowed rule is about."""
 
 
 def wait_authorized(
@@ -277,7 +436,9 @@ def wait_authorized(
                 "group": GROUPS[resource],
                 "resource": resource,
                 "verb": verb,
-                "name": PSP_ROLE if resource == "clusterroles" else "",
+                "name": NAMES.get(resource, ""),
+                # Our namespace: covers the Role's rules and the cluster-wide ones alike.
+                "namespace": NS if resource not in ("namespaces", "clusterroles") else "",
             },
         }
     }
@@ -403,5 +564,137 @@ def test_each_rule_is_needed_the_api_server_says_403(
         assert verb in result["message"], result
     finally:
         rbac.patch_cluster_role("vsphere-kale", {"rules": rules})
+        wait_authorized(admin_api, resource, verb, allowed=True)
+        delete_profile(admin_api, name)
+
+
+def read_role(admin_api: client.ApiClient, kind: str) -> list[dict[str, Any]]:
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    role = (
+        rbac.read_cluster_role("vsphere-kale")
+        if kind == "ClusterRole"
+        else rbac.read_namespaced_role("vsphere-kale", NS)
+    )
+    rules: list[dict[str, Any]] = admin_api.sanitize_for_serialization(role.rules)
+    return rules
+
+
+def write_role(admin_api: client.ApiClient, kind: str, rules: list[dict[str, Any]]) -> None:
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    if kind == "ClusterRole":
+        rbac.patch_cluster_role("vsphere-kale", {"rules": rules})
+    else:
+        rbac.patch_namespaced_role("vsphere-kale", NS, {"rules": rules})
+
+
+@pytest.mark.parametrize(
+    ("kind", "resource", "verb", "days_left", "expected"),
+    [
+        # Renewing the serving certificate writes the Secret (an update, by resourceVersion).
+        ("Role", "secrets", "update", "serving", 'cannot update resource "secrets"'),
+        ("Role", "secrets", "get", "serving", 'cannot get resource "secrets"'),
+        # A CA rollover publishes the next CA in our webhook configuration's caBundle.
+        (
+            "ClusterRole",
+            "mutatingwebhookconfigurations",
+            "patch",
+            "ca",
+            'cannot patch resource "mutatingwebhookconfigurations"',
+        ),
+        (
+            "ClusterRole",
+            "mutatingwebhookconfigurations",
+            "get",
+            "serving",
+            'cannot get resource "mutatingwebhookconfigurations"',
+        ),
+    ],
+)
+def test_certificate_rotation_needs_each_of_its_rules(
+    installed: Installed,
+    admin_api: client.ApiClient,
+    kind: str,
+    resource: str,
+    verb: str,
+    days_left: str,
+    expected: str,
+) -> None:
+    rules = read_role(admin_api, kind)
+    clock = Clock()
+    # Given: the certificate (or the CA) that is due for rotation.
+    due = tls_secret(admin_api)["tls.crt" if days_left == "serving" else "ca.crt"]
+    clock.now = not_after(due) - dt.timedelta(days=5)
+    rotator = rotator_as_service_account(installed, clock)
+    write_role(admin_api, kind, without_rule(rules, resource, verb))
+    try:
+        wait_authorized(admin_api, resource, verb, allowed=False)
+        since = len(installed.cp.audit_events(username=SA_USER))
+        # When: the leader's rotator runs. Then: kube-apiserver refuses exactly that step.
+        with pytest.raises(KubeForbidden) as refused:
+            rotator.run_once()
+        assert verb in str(refused.value)
+        refusals = forbidden(installed.cp, since)
+        assert any(expected in line for line in refusals), refusals
+    finally:
+        write_role(admin_api, kind, rules)
+        wait_authorized(admin_api, resource, verb, allowed=True)
+    # And with the rule back the same rotation completes (so the 403 was that rule's).
+    assert rotator.run_once().action == "ok", rotator.status
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "expected"),
+    [
+        ("get", "persistentvolumeclaims", 'cannot get resource "persistentvolumeclaims"'),
+        ("list", "pods", 'cannot list resource "pods"'),
+        ("delete", "persistentvolumeclaims", 'cannot delete resource "persistentvolumeclaims"'),
+        ("create", "persistentvolumeclaims", 'cannot create resource "persistentvolumeclaims"'),
+    ],
+)
+def test_recreating_a_stuck_claim_needs_each_of_its_rules(
+    installed: Installed,
+    admin_api: client.ApiClient,
+    verb: str,
+    resource: str,
+    expected: str,
+) -> None:
+    """The recreate step the admin API runs (here through ``recreate-pvc`` with the service
+    account's kubeconfig: the same ``apply_recreate``, the same requests)."""
+    name = f"recr-{secrets.token_hex(3)}"
+    make_profile(admin_api, name)
+    rules = read_role(admin_api, "ClusterRole")
+
+    def recreate(claim: str) -> tuple[int, str]:
+        done = cli(
+            "recreate-pvc",
+            claim,
+            "-n",
+            name,
+            "--yes",
+            "--rwx-storage-class",
+            NFS_CLASS,
+            "--kubeconfig",
+            str(installed.kubeconfig),
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, done.stdout + done.stderr
+
+    try:
+        # With every rule: a stuck claim is recreated (so the failure below is the rule's).
+        stuck_claim(admin_api, name, "first")
+        code, output = recreate("first")
+        assert code == 0, output
+        assert claim_class(admin_api, name, "first") == NFS_CLASS
+        stuck_claim(admin_api, name, "second")
+        write_role(admin_api, "ClusterRole", without_rule(rules, resource, verb))
+        wait_authorized(admin_api, resource, verb, allowed=False)
+        since = len(installed.cp.audit_events(username=SA_USER))
+        code, output = recreate("second")
+        assert code == 1, output
+        assert verb in output, output
+        refusals = forbidden(installed.cp, since)
+        assert any(expected in line for line in refusals), refusals
+    finally:
+        write_role(admin_api, "ClusterRole", rules)
         wait_authorized(admin_api, resource, verb, allowed=True)
         delete_profile(admin_api, name)

@@ -150,3 +150,33 @@ def test_a_success_without_earlier_failures_resets_nothing() -> None:
         q.add_rate_limited("b")
     q.forget("a", recovered=True)  # "a" never failed: no evidence the API came back
     assert q.failures("b") == 5
+
+
+def test_while_several_keys_back_off_one_is_probed_every_interval() -> None:
+    # Given: three keys failing long enough for their backoffs to reach the 60 s cap,
+    clock = FakeClock()
+    q = WorkQueue(base_delay=0.1, max_delay=60.0, clock=clock, rng=lambda: 0.5, probe_interval=2.0)
+    for _ in range(12):
+        delays = {key: q.add_rate_limited(key) for key in ("a", "b", "c")}
+        clock.now += 61
+        for _ in range(3):
+            key = q.get(timeout=0)
+            assert key is not None
+            q.done(key)
+    # when they fail once more, one of them (and only one) is retried after the probe interval,
+    delays = {key: q.add_rate_limited(key) for key in ("a", "b", "c")}
+    assert sorted(delays.values()) == [2.0, 60.0, 60.0]
+    clock.now += 2.0
+    probe = q.get(timeout=0)
+    assert probe is not None and delays[probe] == 2.0
+    assert q.get(timeout=0) is None  # the others still wait
+    # and when the probe succeeds (the API is back), the others come forward at once.
+    q.done(probe)
+    q.forget(probe, recovered=True)
+    clock.now += 0.1 * 1.5
+    assert {q.get(timeout=0), q.get(timeout=0)} == {"a", "b", "c"} - {probe}
+
+
+def test_a_single_failing_key_keeps_its_plain_backoff() -> None:
+    q = WorkQueue(base_delay=1.0, max_delay=60.0, clock=FakeClock(), rng=lambda: 0.5)
+    assert [q.add_rate_limited("a") for _ in range(4)] == [1.0, 2.0, 4.0, 8.0]

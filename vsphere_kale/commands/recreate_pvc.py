@@ -16,7 +16,7 @@ import json
 
 import click
 
-from vsphere_kale.kube import Kube, build_api_client
+from vsphere_kale.kube import Kube
 from vsphere_kale.policy.recreate import RecreateRefusal
 from vsphere_kale.reconcile.recreate import RecreateRefused, apply_recreate, fetch_recreate_plan
 from vsphere_kale.settings import load_settings
@@ -52,9 +52,8 @@ def recreate_pvc_command(
     bad usage or configuration.
     """
     settings = load_settings(config_path, rwx_storage_class=rwx_storage_class)
-    api_client = build_api_client(kubeconfig)
+    api = Kube.from_kubeconfig(kubeconfig)
     try:
-        api = Kube(api_client)
         _, plan = fetch_recreate_plan(api, namespace, name, settings=settings)
         if isinstance(plan, RecreateRefusal):
             raise RecreateRefused(plan)
@@ -67,7 +66,7 @@ def recreate_pvc_command(
             click.confirm("Recreate it?", abort=True)
         result = apply_recreate(api, namespace, name, settings=settings)
     finally:
-        api_client.close()
+        api.close()
     if output == "json":
         click.echo(json.dumps({"kind": "RecreateResult", **result.to_json()}, indent=2))
     else:

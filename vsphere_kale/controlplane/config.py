@@ -30,8 +30,13 @@ SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 ADMIN_USER = "kubernetes-admin"
 """Who ``admin`` is (same name and group as the sandbox's admin)."""
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
-#: The controllers our code and tests rely on; nothing that needs nodes to run. The
-#: StatefulSet controller creates a notebook's pod, so Pod Security's refusal of it becomes
+#: The controllers our code and tests rely on; nothing that needs nodes or pods to run.
+#: The two protection controllers release the ``kubernetes.io/pvc-protection`` and
+#: ``kubernetes.io/pv-protection`` finalizers that kube-apiserver's StorageObjectInUseProtection
+#: admission puts on every claim and volume: without them a deleted claim stays Terminating
+#: forever (recreate-pvc would wait for nothing), as it never does on a cluster. The PV binder
+#: stays off: the playground's provisioners bind, as the storage controllers of TKG do.
+#: The StatefulSet controller creates a notebook's pod, so Pod Security's refusal of it becomes
 #: the controller's own ``FailedCreate`` Event (what psaLevel auto and the status read).
 CONTROLLERS = (
     "namespace-controller",
@@ -40,6 +45,8 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "garbage-collector-controller",
     "statefulset-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 )
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0

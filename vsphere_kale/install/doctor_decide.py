@@ -22,6 +22,7 @@ from vsphere_kale.install import admission_policy, doctor_psa, render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.install.doctor_access import AccessResult, decide_rbac
 from vsphere_kale.install.doctor_check import Check, decide_unreadable
+from vsphere_kale.install.doctor_namespaces import decide_extra_namespaces
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
 
@@ -486,4 +487,5 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             caller=caller,
             reviews_forbidden=facts.reviews_forbidden,
         ),
+        *decide_extra_namespaces(settings),
     ]

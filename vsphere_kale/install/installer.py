@@ -1,16 +1,19 @@
 """``vsphere-kale install`` / ``uninstall``: apply the rendered manifests idempotently.
 
-Apply is create-or-compare-and-patch, per object, like ``kubectl apply`` prints it:
+Apply is server-side apply with the field manager ``vsphere-kale``, per object, and says
+what happened as ``kubectl apply`` prints it (docs/install.md has the reasons):
 
-- GET; absent -> POST (``created``); a 409 on the POST (someone created it meanwhile) falls
-  through to the comparison;
-- present -> ``unchanged`` when every field we render is already there with our value (the
-  server's defaults and other writers' extra fields are fine), else a JSON merge patch with the
-  rendered object (``configured``): maps merge, lists are replaced as a whole, fields we
-  never set (another controller's annotations, ``status``) stay untouched.
-
-Server-side apply would also do, but needs field-ownership bookkeeping to be honest about
-``unchanged``; the merge patch is understood identically by every API server since 1.16.
+- GET (absent: ``created``), then an apply of the rendered object. The API server merges by
+  field ownership: list entries keyed by name (containers, env, webhooks, rules...) that
+  another manager added stay; fields we applied before and no longer render are removed
+  (upgrades drop what a new version no longer sets); ``status`` and others' fields stay.
+- A field we render that another manager (an admin's ``kubectl edit``/``scale``, a
+  controller) set to another value is a conflict (409). Install is the source of truth for
+  what it renders, so it applies again with ``force`` and notes whose fields it took over
+  (``configured (took over .spec.replicas from kubectl-scale)``): the admin sees what their
+  edit lost, where a merge patch overwrote it silently.
+- ``unchanged`` when the apply did not change the object (its resourceVersion stayed, which a
+  no-op apply guarantees); in a dry run, when every rendered field already has our value.
 
 Objects are addressed through a static table of the kinds deploy/ renders
 (:data:`RESOURCES`, from :mod:`vsphere_kale.kube.resources`; an unknown kind is a bug in
@@ -26,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,7 +37,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from vsphere_kale.errors import ConfigError, KubeError, KubeNotFound, VsphereKaleError
+from vsphere_kale.errors import (
+    ConfigError,
+    KubeConflict,
+    KubeNotFound,
+    VsphereKaleError,
+)
 from vsphere_kale.install import admission_policy, certs, render, rotation
 from vsphere_kale.kube import Kube, Resource
 from vsphere_kale.kube import resources as r
@@ -41,7 +50,8 @@ from vsphere_kale.settings import Settings, settings_from_mapping
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "vsphere-kale-install"
+FIELD_MANAGER = "vsphere-kale"
+"""Server-side apply's field manager: who owns the fields install renders."""
 CREATED_BY_ANNOTATION = "vsphere-kale.io/created-by"
 """On the Namespace: ``install`` when install created it, so uninstall may delete it. A
 namespace that existed before is never labelled, patched or deleted by us."""
@@ -198,6 +208,27 @@ def _strip(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k != "status"}
 
 
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def describe_conflicts(message: str) -> str:
+    """``.spec.replicas from "kubectl-scale"`` out of the API server's conflict Status
+    (``Apply failed with 1 conflict: conflict with "kubectl-scale" using apps/v1:
+    .spec.replicas``; several: ``conflicts with "m" using v1:\n- .a\n- .b``)."""
+    text = message.split("Apply failed with ", 1)[-1]
+    text = text.split(": ", 1)[-1] if "conflict" in text.split(": ", 1)[0] else text
+    parts = []
+    for chunk in re.split(r"(?:^|\n)(?=conflicts? with )", text):
+        head, _, fields = chunk.partition(":")
+        manager = re.search(r'with ("[^"]*")', head)
+        # One field per line ("- .a"); a field path itself may hold commas ([port=1,proto=x]).
+        names = [f.strip().removeprefix("- ") for f in fields.split("\n") if f.strip()]
+        if manager and names:
+            parts.append(f"{', '.join(names)} from {manager.group(1)}")
+    return "; ".join(parts) or text.strip()
+
+
 class Installer:
     """Applies rendered objects and manages the TLS material (I/O)."""
 
@@ -217,15 +248,6 @@ class Installer:
     def get(self, key: render.ObjectKey) -> dict[str, Any] | None:
         return fetch_object(self.kube, key)
 
-    def _create(self, key: render.ObjectKey, body: Mapping[str, Any]) -> None:
-        self.kube.create(
-            resource_for(key),
-            body,
-            namespace=key.namespace,
-            dry_run=self.dry_run,
-            field_manager=FIELD_MANAGER,
-        )
-
     def report(self, change: Change) -> Change:
         self._echo(change.line(dry_run=self.dry_run))
         return change
@@ -238,50 +260,56 @@ class Installer:
             return self._apply_namespace(key, want, live)
         if key.namespace in self._dry_namespaces:
             return self.report(Change(key, "created", "in the namespace the dry run creates"))
-        if live is None:
-            try:
-                self._create(key, want)
-                return self.report(Change(key, "created"))
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-                live = self.get(key)  # created meanwhile: compare with that
-        if live is not None and contains(live, want):
-            return self.report(Change(key, "unchanged"))
-        return self._merge_patch(key, want)
+        return self._server_side_apply(key, want, live)
 
-    def _merge_patch(self, key: render.ObjectKey, want: dict[str, Any]) -> Change:
-        """Bring a live object to ``want``: a merge patch sets our fields, leaves the rest."""
-        self.kube.patch(
-            resource_for(key),
-            key.name,
-            want,
-            namespace=key.namespace,
-            dry_run=self.dry_run,
-            field_manager=FIELD_MANAGER,
-        )
-        return self.report(Change(key, "configured"))
+    def _server_side_apply(
+        self, key: render.ObjectKey, want: dict[str, Any], live: dict[str, Any] | None
+    ) -> Change:
+        """Apply ``want`` as :data:`FIELD_MANAGER`; take over conflicting fields, and say so."""
+        resource = resource_for(key)
+        note = ""
+        try:
+            applied = self.kube.apply(
+                resource,
+                want,
+                namespace=key.namespace,
+                field_manager=FIELD_MANAGER,
+                dry_run=self.dry_run,
+            )
+        except KubeConflict as exc:
+            note = f"took over {describe_conflicts(str(exc))}"
+            applied = self.kube.apply(
+                resource,
+                want,
+                namespace=key.namespace,
+                field_manager=FIELD_MANAGER,
+                dry_run=self.dry_run,
+                force=True,
+            )
+        if live is None:
+            return self.report(Change(key, "created", note))
+        # A dry run never writes, so its answer's resourceVersion says nothing.
+        same = contains(live, want) if self.dry_run else _version(applied) == _version(live)
+        return self.report(Change(key, "unchanged" if same else "configured", note))
 
     def _apply_namespace(
         self, key: render.ObjectKey, want: dict[str, Any], live: dict[str, Any] | None
     ) -> Change:
+        # Our mark goes into every apply: a field an apply once set and then leaves out is
+        # removed by the API server.
+        body = json.loads(json.dumps(want))
+        body["metadata"].setdefault("annotations", {})[CREATED_BY_ANNOTATION] = CREATED_BY_INSTALL
         if live is None:
-            body = json.loads(json.dumps(want))
-            body["metadata"].setdefault("annotations", {})[CREATED_BY_ANNOTATION] = (
-                CREATED_BY_INSTALL
-            )
-            self._create(key, body)
+            change = self._server_side_apply(key, body, None)
             if self.dry_run:
                 self._dry_namespaces.add(key.name)
-            return self.report(Change(key, "created"))
+            return change
         annotations = (live.get("metadata") or {}).get("annotations") or {}
         if annotations.get(CREATED_BY_ANNOTATION) != CREATED_BY_INSTALL:
             # Someone else's namespace: its labels (e.g. Pod Security enforce levels) protect
             # their workloads, so we do not touch it.
             return self.report(Change(key, "unchanged", "existed before install; left as is"))
-        if contains(live, want):
-            return self.report(Change(key, "unchanged"))
-        return self._merge_patch(key, want)
+        return self._server_side_apply(key, body, live)
 
     # -- certificates --
 
@@ -461,9 +489,9 @@ def delete_object(installer: Installer, key: render.ObjectKey) -> Change:
 
 
 def _keep_injected_bundle(installer: Installer, objects: Sequence[dict[str, Any]]) -> None:
-    """cert-manager mode: carry the caBundle cainjector wrote into our webhook list, which a
-    merge patch replaces as a whole (else every re-install would blank it until cainjector
-    notices)."""
+    """cert-manager mode: carry the caBundle cainjector wrote into our webhook configuration,
+    so our apply agrees with it (the same value is co-owned, never a conflict or a blank
+    bundle until cainjector notices)."""
     hooks = render.find(objects, "MutatingWebhookConfiguration", render.WEBHOOK_CONFIGURATION)
     if hooks is None:
         return

@@ -13,24 +13,26 @@ from vsphere_kale.kube.api import (
     ListFunction,
     PatchType,
     Timeout,
-    build_api_client,
     kube_errors,
     parse_warnings,
     translate,
 )
 from vsphere_kale.kube.discovery import Discovery
+from vsphere_kale.kube.kubeconfig import KubeconfigSource, build_api_client, load_api_client
 from vsphere_kale.kube.resources import Resource, path
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Discovery",
     "Kube",
+    "KubeconfigSource",
     "ListFunction",
     "PatchType",
     "Resource",
     "Timeout",
     "build_api_client",
     "kube_errors",
+    "load_api_client",
     "parse_warnings",
     "path",
     "translate",

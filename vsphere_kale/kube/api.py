@@ -22,11 +22,15 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from vsphere_kale.errors import (
-    KubeNotFound,
-)
-from vsphere_kale.kube.connect import IN_CLUSTER_TOKEN, build_api_client
+from vsphere_kale.errors import KubeError, KubeNotFound
 from vsphere_kale.kube.discovery import Discovery
+from vsphere_kale.kube.kubeconfig import (
+    IN_CLUSTER_TOKEN,
+    KubeconfigSource,
+    build_api_client,
+    explain,
+    load_api_client,
+)
 from vsphere_kale.kube.listing import ListFunction
 from vsphere_kale.kube.resources import Resource
 from vsphere_kale.kube.translate import header_values, kube_errors, parse_warnings, translate
@@ -73,17 +77,26 @@ class Kube:
     Thread-safe as the ApiClient is (its urllib3 pool is); the discovery cache has a lock.
     """
 
-    def __init__(self, api_client: client.ApiClient, *, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        source: KubeconfigSource | None = None,
+    ) -> None:
         self.api_client = api_client
         """For the official helpers that need one (``leaderelection``); nothing else."""
         self.timeout = timeout
+        self.source = source
+        """Where the server and credential came from, for 401 and unreachable messages."""
         self._discovery: Discovery | None = None
         self._discovery_lock = threading.Lock()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None, *, context: str | None = None) -> Kube:
         """From ``kubeconfig`` (or ``$KUBECONFIG``/``~/.kube/config``), or in-cluster in a pod."""
-        return cls(build_api_client(kubeconfig, context=context))
+        api_client, source = load_api_client(kubeconfig, context=context)
+        return cls(api_client, source=source)
 
     def close(self) -> None:
         self.api_client.close()
@@ -131,6 +144,38 @@ class Kube:
         ``warnings``, when given, receives the texts of the answer's ``Warning`` headers, also
         when the request fails (a denial can carry warnings too).
         """
+        try:
+            return self._request(
+                method,
+                resource_path,
+                action=action,
+                query=query,
+                body=body,
+                content_type=content_type,
+                timeout=timeout,
+                warnings=warnings,
+            )
+        except KubeError as exc:
+            # 401 and unreachable servers: say which credential and which server, from where.
+            explained = explain(
+                exc, action=action, host=str(self.api_client.configuration.host), source=self.source
+            )
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    def _request(
+        self,
+        method: str,
+        resource_path: str,
+        *,
+        action: str,
+        query: Mapping[str, Any] | None,
+        body: Any,
+        content_type: str,
+        timeout: Timeout | None,
+        warnings: Warnings | None,
+    ) -> Any:
         with kube_errors(action):
             try:
                 response = self._send(

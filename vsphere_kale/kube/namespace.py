@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from kubernetes import config
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -22,8 +23,9 @@ def default_namespace(
 ) -> str:
     try:
         contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    except (config.ConfigException, OSError, TypeError, ValueError):
-        # No (readable) kubeconfig: in a pod that is normal, the namespace file answers.
+    except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError):
+        # No (readable) kubeconfig: in a pod that is normal, the namespace file answers. A
+        # broken one is reported, as one sentence, when the client is built from it.
         contexts, active = [], None
     chosen = active
     if context is not None:

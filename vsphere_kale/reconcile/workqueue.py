@@ -13,7 +13,13 @@
   succeeds, the API is evidently back, so every other key's backoff is reset and its pending
   retry brought forward to within ``base_delay`` (jittered). Without it, keys that reached
   the 60 s cap during a long fault storm waited out their cap after the faults ended
-  (convergence ~47 s after recovery in the issue 10 review; seconds with it).
+  (convergence ~47 s after recovery in the issue 10 review).
+- **A probe** (``probe_interval``): the reset needs a first success, and with every key at
+  the cap the first retry after an outage could still be up to a minute away (measured:
+  ~20 s for 20 namespaces, tests/benchmarks/fault_recovery.py). So while several keys back
+  off, one failing key at a time is retried after ``probe_interval`` instead of its backoff:
+  at most one extra request per interval during an outage, and its end noticed within about
+  that interval. A single failing key keeps its plain backoff.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ class WorkQueue:
         max_delay: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        probe_interval: float | None = 2.0,
     ) -> None:
         self._base = base_delay
         self._max = max_delay
+        self._probe = probe_interval
+        self._probe_due = float("-inf")
+        """When the current probe (see the module) is due; past: no probe is scheduled."""
         self._clock = clock
         self._rng = rng
         self._cond = threading.Condition()
@@ -84,11 +94,18 @@ class WorkQueue:
         with self._cond:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-        exponent = min(failures - 1, 30)  # 2**30 * base is far past any cap; avoids overflow
-        delay: float = self._base * float(2**exponent) * (0.8 + 0.4 * self._rng())
-        delay = min(delay, self._max)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+            exponent = min(failures - 1, 30)  # 2**30 * base is far past any cap: no overflow
+            delay: float = self._base * float(2**exponent) * (0.8 + 0.4 * self._rng())
+            delay = min(delay, self._max)
+            if retry_after is not None:
+                delay = max(delay, retry_after)  # the server said when; no probe before it
+            elif self._probe is not None and delay > self._probe and len(self._failures) > 1:
+                # Only while several keys fail (an outage, not one namespace's own error,
+                # which keeps its plain backoff); at most one probe per interval.
+                now = self._clock()
+                if self._probe_due <= now:  # no probe pending: this key is the next one
+                    delay = self._probe
+                    self._probe_due = now + delay
         self.add_after(key, delay)
         return delay
 

@@ -168,14 +168,16 @@ def _merge(base: JSONObject, config: Mapping[str, Any]) -> None:
             base[key] = clone(value)
 
 
-def _conflict(api_version: str, conflicts: list[tuple[Entry, Path]]) -> StatusError:
-    """kube's 409: the manager's version is named only when it differs from the request's."""
+def _conflict(conflicts: list[tuple[Entry, Path]]) -> StatusError:
+    """kube's 409: an Update manager is named with its version (``"kubectl-edit" using v1``,
+    observed on kube-apiserver 1.36 with the same version as the request), an Apply manager
+    by name only (the apiserver's fieldmanager ``printManager``)."""
 
     def dotted(path: Path) -> str:
         return "".join(f".{p}" for p in path)
 
     def who(entry: Entry) -> str:
-        version = f" using {entry.api_version}" if entry.api_version != api_version else ""
+        version = f" using {entry.api_version}" if entry.operation == "Update" else ""
         return f'"{entry.manager}"{version}'
 
     by_manager: dict[str, list[Path]] = {}
@@ -230,7 +232,7 @@ def apply(
                     taken.append((entry, owned))
                 break
     if conflicts and not force:
-        raise _conflict(api_version, conflicts)
+        raise _conflict(conflicts)
     for entry, owned in taken:
         entry.fields.discard(owned)
     # Prune what this manager applied before and no longer does, if nobody else holds it.
@@ -241,15 +243,32 @@ def apply(
                 _overlaps(path, o) for o in others
             ):
                 _remove(base, path)
+    before = set(mine.fields) if mine is not None else None
     _merge(base, config)
     if mine is None:
         mine = Entry(manager, "Apply", api_version, now, set())
         entries.append(mine)
+    # A no-op apply stays a no-op (same resourceVersion, no event): kube does not move the
+    # manager's timestamp when neither the object nor the owned fields changed
+    # (IgnoreManagedFieldsTimestampsTransformer).
+    noop = (
+        current is not None
+        and before == wanted
+        and not taken
+        and mine.api_version == api_version
+        and _without_managed_fields(base) == _without_managed_fields(current)
+    )
     mine.fields = wanted
-    mine.time = now
+    if not noop:
+        mine.time = now
     mine.api_version = api_version
     _store_entries(base, entries)
     return base
+
+
+def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
 
 
 def record_update(
