@@ -42,7 +42,7 @@ from realcp_helpers import (
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.errors import KubeForbidden
 from vsphere_kale.install import certs
-from vsphere_kale.install.rotation import CertificateRotator
+from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
 from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
 

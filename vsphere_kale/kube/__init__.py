@@ -18,11 +18,17 @@ from vsphere_kale.kube.api import (
     translate,
 )
 from vsphere_kale.kube.discovery import Discovery
-from vsphere_kale.kube.kubeconfig import KubeconfigSource, build_api_client, load_api_client
+from vsphere_kale.kube.kubeconfig import (
+    ApiClient,
+    KubeconfigSource,
+    build_api_client,
+    load_api_client,
+)
 from vsphere_kale.kube.resources import Resource, path
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "ApiClient",
     "Discovery",
     "Kube",
     "KubeconfigSource",

@@ -225,6 +225,11 @@ def _cause(exc: BaseException | None) -> str:
     return re.sub(r"^\[Errno -?\d+\] ", "", text)
 
 
+ApiClient = client.ApiClient
+"""The official client's type, for modules that hand one on (the sandbox's test scaffolding)
+without importing ``kubernetes`` themselves."""
+
+
 def build_api_client(
     kubeconfig: str | None = None, *, context: str | None = None
 ) -> client.ApiClient:

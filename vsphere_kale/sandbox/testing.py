@@ -25,8 +25,8 @@ from typing import Any, cast
 
 import tornado.httpserver
 import tornado.netutil
-from kubernetes import client, config
 
+from vsphere_kale.kube import ApiClient, build_api_client
 from vsphere_kale.sandbox.kubeconfig import build_serving_tls, write_kubeconfig
 from vsphere_kale.sandbox.server import Controller, Sandbox, build_sandbox
 
@@ -68,7 +68,7 @@ class RunningSandbox:
         self.tokens = dict(tokens)
         self.admin_token = tokens["admin"]
         self._tmp = Path(tempfile.mkdtemp(prefix="vsphere-kale-sandbox-"))
-        self._clients: list[client.ApiClient] = []
+        self._clients: list[ApiClient] = []
         self._kubeconfigs: dict[str, Path] = {}
         ssl_ctx = None
         self.ca_pem: bytes | None = None
@@ -121,12 +121,10 @@ class RunningSandbox:
             self._kubeconfigs[token] = path
         return path
 
-    def api_client(self, token: str | None = None) -> client.ApiClient:
+    def api_client(self, token: str | None = None) -> ApiClient:
         """A real kubernetes ApiClient loaded from a kubeconfig (admin unless ``token``)."""
         path = self.kubeconfig_path if token is None else self.kubeconfig_for(token)
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=str(path), client_configuration=configuration)
-        api = client.ApiClient(configuration)
+        api = build_api_client(str(path))
         self._clients.append(api)
         return api
 
@@ -143,7 +141,8 @@ class RunningSandbox:
         """One raw HTTP request through a real ApiClient (auth and TLS as configured).
 
         For what the typed APIs cannot send (another patch content type, an unknown field,
-        a path the client has no method for). Raises ``ApiException`` on a non-2xx answer.
+        a path the client has no method for). Raises the client's ``ApiException`` on a non-2xx
+        answer.
         """
         api = self.api_client(token)
         headers = {"Accept": "application/json"}
