@@ -15,7 +15,7 @@ import yaml
 
 from vsphere_kale.install import render
 from vsphere_kale.install.installer import contains
-from vsphere_kale.install.wait import decide_endpoints, decide_rollout
+from vsphere_kale.install.wait import decide_rollout, decide_service_ready
 from vsphere_kale.settings import PodSecuritySettings, Settings, StorageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +127,8 @@ def test_rollout_is_judged_like_kubectl_rollout_status(
     got = decide_rollout(deployment(**status))
     assert (got is None) if why is None else (got is not None and why in got)
     assert decide_rollout(None) == "the Deployment does not exist"
-    assert decide_endpoints({"subsets": [{"addresses": [{"ip": "1.2.3.4"}]}]}) is None
-    assert decide_endpoints({"subsets": [{"notReadyAddresses": [{"ip": "1.2.3.4"}]}]})
+    assert decide_service_ready({"subsets": [{"addresses": [{"ip": "1.2.3.4"}]}]}) is None
+    assert decide_service_ready({"subsets": [{"notReadyAddresses": [{"ip": "1.2.3.4"}]}]})
 
 
 def test_the_wheel_ships_the_manifests_and_finds_them(tmp_path: Path) -> None:

@@ -489,3 +489,27 @@ def test_reconcile_is_not_the_highlighted_button_when_pod_security_is_ok() -> No
     assert panel.reconcile_button.button_style == ""
     panel = HealthPanel(FixedClient({**STATUS, "pvcs": [STATUS["pvcs"][1]]}))
     assert panel.reconcile_button.button_style == "primary"
+
+
+def test_a_level_too_low_is_a_badge_and_is_counted() -> None:
+    """psa: ``podSecurity.needs`` with a mismatch raises ``overall``; the panel draws it as a
+    badge and counts it, so a BROKEN header never says "0 problems"."""
+    from vsphere_kale.jupyter.widget_render import count_problems, render_pod_security
+
+    needs = {
+        "level": "privileged",
+        "configured": "baseline",
+        "severity": "error",
+        "mismatch": "notebook pods in alice get istio-init (NET_ADMIN, NET_RAW), which only "
+        "privileged admits; psaLevel is baseline",
+    }
+    pod_security = {"mode": "psa", "verdict": "ok", "required": "", "needs": needs}
+    status = {"overall": "broken", "pvcs": [], "podSecurity": pod_security, "webhook": {}}
+    assert count_problems(status) == 1
+    html = render_pod_security(pod_security)
+    assert 'data-verdict="level-too-low"' in html and 'data-problem="true"' in html
+    assert "level too low" in html and "which only privileged admits" in html
+    # the same document without the mismatch: nothing counted, no badge
+    calm = {**pod_security, "needs": {**needs, "mismatch": None, "severity": None}}
+    assert count_problems({**status, "podSecurity": calm}) == 0
+    assert "level-too-low" not in render_pod_security(calm)

@@ -104,10 +104,9 @@ def test_doctor_passes_on_a_fresh_playground(tmp_path: Path, flavor: str) -> Non
         assert code == 0, report
         assert report["settingsFrom"] == "configmap vsphere-kale/vsphere-kale-config"
         statuses = {c["check"]: c["status"] for c in report["checks"]}
-        # Left: the tour's stuck marshal claim (a warning with the command to fix it) and, in
-        # psa, the seed's notebook refused by Pod Security (istio-init under baseline)
-        warned = {"rwx-claims", "pod-security-level"} if flavor == "psa" else {"rwx-claims"}
-        assert {name for name, status in statuses.items() if status != "ok"} == warned
+        # Only the tour's stuck marshal claim is left: a warning with the command to fix it
+        # (in psa the playground runs psaLevel auto, which admits the seed's istio-init notebook)
+        assert {name for name, status in statuses.items() if status != "ok"} == {"rwx-claims"}
         assert {status for status in statuses.values()} <= {"ok", "warn"}
         claims = next(c for c in report["checks"] if c["check"] == "rwx-claims")
         assert f"vsphere-kale recreate-pvc {MARSHAL_PVC} -n alice" in claims["hint"]

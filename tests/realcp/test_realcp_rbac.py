@@ -391,9 +391,10 @@ def test_serve_as_the_service_account_meets_no_403(
 def test_doctor_as_the_service_account_says_cannot_check_for_what_it_may_not_read(
     installed: Installed,
 ) -> None:
-    """doctor with the service's own credential: the two reads the service never needs (the
-    ConfigMap is mounted; endpoints are the API server's business) are refused by this API
-    server, and doctor says so instead of a verdict; everything the service needs passes."""
+    """doctor with the service's own credential: the three reads the service never needs (the
+    ConfigMap is mounted, and with it refused doctor tries the Deployment's args; endpoints
+    are the API server's business) are refused by this API server, and doctor says so
+    instead of a verdict; everything the service needs passes."""
     since = len(installed.cp.audit_events(username=SA_USER))
     checks = doctor(installed.kubeconfig)
     assert checks["webhook-endpoints"]["message"].startswith("cannot check"), checks
@@ -403,7 +404,10 @@ def test_doctor_as_the_service_account_says_cannot_check_for_what_it_may_not_rea
     assert refused == [
         f"get /api/v1/namespaces/{NS}/configmaps/vsphere-kale-config",
         f"get /api/v1/namespaces/{NS}/endpoints/vsphere-kale",
+        f"get /apis/apps/v1/namespaces/{NS}/deployments/vsphere-kale",
     ]
+    # settings it could not read are "cannot check", never "not set"
+    assert "not set" not in checks["rwx-storage-class"]["message"], checks["rwx-storage-class"]
 
 
 GROUPS = {

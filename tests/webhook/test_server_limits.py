@@ -158,10 +158,12 @@ def test_stalled_bodies_are_closed_and_others_are_served(
 
 def test_slowloris_headers_are_cut_off(serve: Callable[..., WebhookServer], ca: Path) -> None:
     server = serve(idle_timeout_seconds=0.5)
+    # Before connecting: the server's clock starts when it accepts the connection, so a clock
+    # started after the handshake could see the (correct) cut come "early".
+    started = time.monotonic()
     sock = tls_socket(server.port, ca)
     try:
         sock.sendall(f"POST {MUTATE} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode())
-        started = time.monotonic()
 
         # Trickle one header line every 50 ms, never finishing the request, until the
         # server hangs up (the header timeout counts from the start, not per byte).

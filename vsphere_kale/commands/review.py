@@ -39,7 +39,7 @@ class Reviewed:
     line: str  # the stderr summary line: every object gets one, claim or not
 
 
-def read_documents(stream: TextIO, source: str) -> list[Any]:
+def parse_input_documents(stream: TextIO, source: str) -> list[Any]:
     try:
         return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
     except yaml.YAMLError as exc:
@@ -192,10 +192,10 @@ def review(
     source = "<stdin>" if filename == "-" else filename
     try:
         if filename == "-":
-            docs = read_documents(sys.stdin, source)
+            docs = parse_input_documents(sys.stdin, source)
         else:
             with open(filename, encoding="utf-8") as handle:
-                docs = read_documents(handle, source)
+                docs = parse_input_documents(handle, source)
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror}") from exc
 

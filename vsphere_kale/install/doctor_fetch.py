@@ -207,7 +207,13 @@ def fetch_admission_policy(
             return None
         name = admission_policy.MUTATING_POLICY
         policy = kube.get_optional(r.MUTATING_ADMISSION_POLICY.at(version), name)
-        binding = kube.get_optional(r.MUTATING_ADMISSION_POLICY_BINDING.at(version), name)
+        # The binding only where the policy is (webhook mode asks one read, which the
+        # service account may make: get on our policy by name).
+        binding = (
+            None
+            if policy is None
+            else kube.get_optional(r.MUTATING_ADMISSION_POLICY_BINDING.at(version), name)
+        )
     except KubeForbidden:
         return None
     return None if policy is None and binding is None else (policy, binding)

@@ -38,7 +38,7 @@ def decide_rollout(deployment: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def decide_endpoints(endpoints: Mapping[str, Any] | None) -> str | None:
+def decide_service_ready(endpoints: Mapping[str, Any] | None) -> str | None:
     """Why the webhook Service has no ready endpoint (None when it has one)."""
     for subset in (endpoints or {}).get("subsets") or []:
         if subset.get("addresses"):
@@ -61,7 +61,7 @@ def wait_ready(
         why = decide_rollout(kube.get_optional(r.DEPLOYMENT, render.NAME, namespace=namespace))
         if why is None:
             endpoints = kube.get_optional(r.ENDPOINTS, render.NAME, namespace=namespace)
-            why = decide_endpoints(endpoints)
+            why = decide_service_ready(endpoints)
         if why is None:
             return
         if why != last and echo is not None:

@@ -40,6 +40,7 @@ _NOT_PROBLEMS = frozenset({"ok", "unmanaged", "off", "unknown", ""})
 # What a verdict pill says: words a data scientist knows; the code stays in data-verdict and
 # in the pill's tooltip (docs/health.md lists the codes).
 _VERDICT_WORDS = {
+    "level-too-low": "level too low",
     "ok": "ok",
     "rwx-on-block-class": "cannot bind",
     "pending": "pending",
@@ -171,7 +172,16 @@ def count_problems(status: Mapping[str, Any]) -> int:
     the badges below it and is the same every time the same document is shown.
     """
     rows = [*pvc_rows(status), section(status, "podSecurity"), section(status, "webhook")]
-    return sum(1 for row in rows if row and is_problem(row))
+    return sum(1 for row in rows if row and is_problem(row)) + (1 if level_mismatch(status) else 0)
+
+
+def level_mismatch(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """psa mode: ``podSecurity.needs`` when the configured level does not admit what the
+    namespace runs (drawn as its own badge, so it is counted as one)."""
+    needs = section(status, "podSecurity").get("needs")
+    if isinstance(needs, Mapping) and needs.get("mismatch") and needs.get("severity"):
+        return needs
+    return None
 
 
 def status_names(status: Mapping[str, Any]) -> list[str]:
@@ -318,9 +328,12 @@ def render_pod_security(
         lines.append(prose(message, names))
     if is_problem(pod_security) and pod_security.get("hint"):
         lines.append(f"<i>Fix:</i> {prose(pod_security['hint'], names)}")
-    level_needed = pod_security.get("needs")  # psa mode: the level pods need (docs/health.md)
-    if isinstance(level_needed, Mapping) and level_needed.get("mismatch"):
-        lines.append(f"<b>Level:</b> {prose(level_needed['mismatch'], names)}")
+    needs = level_mismatch({"podSecurity": pod_security})  # the level pods need (docs/health.md)
+    if needs is not None:
+        badge = verdict_pill(
+            {"verdict": "level-too-low", "severity": needs["severity"], "message": ""}
+        )
+        lines.append(f"<b>Level</b> {badge} {prose(needs['mismatch'], names)}")
     return _row("vsk-podsecurity", "Pod security", pod_security, lines)
 
 

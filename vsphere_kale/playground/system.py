@@ -26,10 +26,11 @@ directly, :mod:`vsphere_kale.playground.runmode` adds JupyterLab on top.
 from __future__ import annotations
 
 import logging
-import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.errors import ConfigError
 from vsphere_kale.install import installer, render
 from vsphere_kale.kube import Kube
@@ -64,13 +65,6 @@ class _Plane(Protocol):
     ) -> Path: ...
 
     def stop(self) -> None: ...
-
-
-def free_port(address: str = LOCAL_ADDRESS) -> int:
-    """A port free right now; the webhook Service must be mapped before serve listens."""
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def build_components(flavor: str) -> tuple[str, ...]:
@@ -167,10 +161,15 @@ class LocalSystem:
         }
 
     def build_settings(self) -> Settings:
-        base = self.settings or render.base_settings()
-        return with_overrides(
-            base, rwx_storage_class=None if self.settings else self.rwx_storage_class
-        )
+        if self.settings is not None:
+            return self.settings
+        base = render.base_settings()
+        # The playground's Kubeflow injects Istio without the CNI plugin, as most TKG installs
+        # do, so notebook pods get istio-init and need privileged: with the default baseline
+        # they would be refused (the seed's kale-nb shows exactly that). The playground runs
+        # as we advise an admin to: psaLevel auto, which reads that evidence and decides.
+        base = replace(base, pod_security=replace(base.pod_security, psa_level="auto"))
+        return with_overrides(base, rwx_storage_class=self.rwx_storage_class)
 
     def start(self) -> LocalSystem:
         self.workdir.mkdir(parents=True, exist_ok=True)
