@@ -7,6 +7,7 @@ and a notebook StatefulSet whose pod PodSecurity refused (istio-init's NET_ADMIN
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def test_status_shows_the_rejection_the_level_needed_and_why(demo: RunningSandbo
     assert doc["overall"] == "broken"
     # The panel's pod-security row says it too.
     row = render_pod_security(doc["podSecurity"])
-    assert "<b>Level:</b> notebook pods in alice get istio-init (NET_ADMIN, NET_RAW)" in row
+    # a counted "level too low" badge, then the reason in the reader's words
+    assert 'data-verdict="level-too-low" data-problem="true"' in row
+    text = re.sub(r"<[^>]+>", "", row)
+    assert "level too low notebook pods in alice get istio-init (NET_ADMIN, NET_RAW)" in text
 
 
 def test_status_with_auto_or_privileged_has_no_mismatch(demo: RunningSandbox) -> None:
