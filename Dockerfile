@@ -45,6 +45,9 @@ COPY --from=build /opt/vsphere-kale /opt/vsphere-kale
 # The same numeric uid/gid the Deployment's securityContext sets (runAsNonRoot needs a number
 # to verify). The files stay root-owned: the service only reads them.
 USER 10001:10001
-EXPOSE 8443
+# 8443: the webhook (the Deployment's `webhook` container); 8444: the admin API (its `serve
+# --no-webhook` container). The CMD below serves both routes in one process on 8443, for a
+# plain `docker run`; the Deployment sets its own args.
+EXPOSE 8443 8444
 ENTRYPOINT ["vsphere-kale"]
 CMD ["serve", "--config", "/etc/vsphere-kale/config.yaml", "--cert-file", "/etc/vsphere-kale/tls/tls.crt", "--key-file", "/etc/vsphere-kale/tls/tls.key", "--port", "8443", "--log-format", "json"]

@@ -192,7 +192,25 @@ def _rendered() -> list[dict[str, Any]]:
             "kind": "Deployment",
             "metadata": {"name": "vsphere-kale", "namespace": "vsphere-kale"},
             "spec": {
-                "template": {"spec": {"containers": [{"name": "vsphere-kale", "args": ["serve"]}]}}
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "vsphere-kale", "args": ["serve", "--no-webhook"]},
+                            {"name": "webhook", "args": ["webhook"]},
+                        ]
+                    }
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "vsphere-kale", "namespace": "vsphere-kale"},
+            "spec": {
+                "ports": [
+                    {"name": "https", "port": 443, "targetPort": "https"},
+                    {"name": "admin", "port": 8444, "targetPort": "admin"},
+                ]
             },
         },
     ]
@@ -208,16 +226,27 @@ def test_policy_mode_replaces_the_webhook_and_serves_without_its_route() -> None
     )
     deployment = render.find(out, "Deployment", "vsphere-kale")
     assert deployment is not None
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "serve",
-        "--no-webhook",
-    ]
+    # No webhook container and no Service port for it: kube-apiserver admits claims itself.
+    # serve keeps the admin API and the reconciler, and does not rotate (no caBundle to keep).
+    (serve,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert serve["args"] == ["serve", "--no-webhook", "--no-cert-rotation"]
+    service = render.find(out, "Service", "vsphere-kale")
+    assert service is not None
+    assert [p["name"] for p in service["spec"]["ports"]] == ["admin"]
     render.set_ca_bundle(out, b"pem")  # nothing to trust, and no error
 
 
 def test_webhook_mode_is_unchanged() -> None:
     out = render.build_manifests(_rendered(), settings=_settings())
-    assert [o["kind"] for o in out] == ["Namespace", "MutatingWebhookConfiguration", "Deployment"]
+    assert [o["kind"] for o in out] == [
+        "Namespace",
+        "MutatingWebhookConfiguration",
+        "Deployment",
+        "Service",
+    ]
+    (deployment,) = [o for o in out if o["kind"] == "Deployment"]
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["vsphere-kale", "webhook"]
 
 
 def _binding() -> dict[str, Any]:

@@ -200,7 +200,8 @@ def test_multi_stage_slim_python_non_root(instructions: list[Instruction]) -> No
     # The runtime stage installs nothing: it only copies the finished virtualenv.
     assert not [rest for keyword, rest in final if keyword == "RUN"]
     assert all(rest.startswith("--from=") for keyword, rest in final if keyword == "COPY")
-    assert ("EXPOSE", "8443") in final
+    # The Deployment's two container ports (webhook, admin API).
+    assert ("EXPOSE", "8443 8444") in final
 
 
 def test_labels_name_the_image_and_its_version(instructions: list[Instruction]) -> None:
@@ -225,9 +226,16 @@ def test_entrypoint_and_default_command_match_the_deployment(
     (cmd,) = [exec_form(rest) for keyword, rest in final if keyword == "CMD"]
     assert entrypoint == ["vsphere-kale"]
     deployment = yaml.safe_load((ROOT / "deploy" / "base" / "deployment.yaml").read_text())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    # `docker run IMAGE` and the Deployment start the same thing.
-    assert cmd == container["args"]
+    serve, webhook = deployment["spec"]["template"]["spec"]["containers"]
+    # `docker run IMAGE` starts what the Deployment's two containers run, in one process: the
+    # serve container's args with the webhook route, on the webhook container's port.
+    assert (serve["args"][0], webhook["args"][0]) == ("serve", "webhook")
+    one_process = [a for a in serve["args"] if a != "--no-webhook"]
+    one_process[one_process.index("--port") + 1] = webhook["args"][
+        webhook["args"].index("--port") + 1
+    ]
+    assert cmd == one_process
+    assert " ".join(webhook["args"][1:]) in " ".join(cmd)
 
 
 def test_default_command_uses_options_serve_accepts(instructions: list[Instruction]) -> None:

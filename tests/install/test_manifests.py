@@ -107,16 +107,26 @@ def rules_table(
     ]
 
 
-def deployment_container(docs: list[Doc]) -> Doc:
+WEBHOOK = "webhook"
+"""The second container: ``vsphere-kale webhook``, admission in a process of its own."""
+
+
+def pod_containers(docs: list[Doc]) -> dict[str, Doc]:
     containers = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    container: Doc = containers[0]
-    return container
+    return {c["name"]: c for c in containers}
 
 
-def args_to_options(args: list[str]) -> dict[str, str | None]:
+def deployment_container(docs: list[Doc], name: str = NAME) -> Doc:
+    """The named container (default: the first, ``serve``; cert-manager patches it by index)."""
+    containers = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]["containers"]
+    if name == NAME:
+        assert containers[0]["name"] == NAME
+    return pod_containers(docs)[name]
+
+
+def args_to_options(args: list[str], command: str = "serve") -> dict[str, str | None]:
     """``serve --config F --no-cert-rotation`` -> {"--config": "F", "--no-cert-rotation": None}."""
-    assert args[0] == "serve", args
+    assert args[0] == command, args
     options: dict[str, str | None] = {}
     rest = args[1:]
     i = 0
@@ -132,12 +142,13 @@ def args_to_options(args: list[str]) -> dict[str, str | None]:
     return options
 
 
-def serve_option_names() -> set[str]:
-    """The long option names `vsphere-kale serve` really accepts (click's own definition)."""
+def serve_option_names(command: str = "serve") -> set[str]:
+    """The long option names `vsphere-kale serve` (or ``command``) really accepts (click's
+    own definition)."""
     from vsphere_kale.cli import main
 
-    serve = main.get_command(click.Context(main), "serve")
-    assert serve is not None, "`vsphere-kale serve` is not registered in vsphere_kale.cli"
+    serve = main.get_command(click.Context(main), command)
+    assert serve is not None, f"`vsphere-kale {command}` is not registered in vsphere_kale.cli"
     names: set[str] = set()
     for param in serve.params:
         names.update(opt for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--"))
@@ -173,8 +184,8 @@ def test_every_combination_builds_with_unique_objects(
 
 def test_gitops_example_builds_with_its_own_image_and_settings() -> None:
     docs = kustomize(DEPLOY / "examples" / "gitops")
-    image = deployment_container(docs)["image"]
-    assert image == "registry.example.com/platform/vsphere-kale:0.1.0"
+    images = {c["image"] for c in pod_containers(docs).values()}
+    assert images == {"registry.example.com/platform/vsphere-kale:0.1.0"}
     config = yaml.safe_load(find(docs, "ConfigMap", "vsphere-kale-config")["data"]["config.yaml"])
     settings = settings_from_mapping(config)
     assert settings.storage.rwx_capable_classes == ("vsan-file",)
@@ -266,9 +277,8 @@ def test_everything_carries_our_labels_and_lives_in_our_namespace(
 
 
 def test_image_tag_is_the_package_version(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
-    assert deployment_container(rendered[()])["image"] == (
-        f"ghcr.io/vsphere-kale/vsphere-kale:{vsphere_kale.__version__}"
-    )
+    images = {c["image"] for c in pod_containers(rendered[()]).values()}
+    assert images == {f"ghcr.io/vsphere-kale/vsphere-kale:{vsphere_kale.__version__}"}
 
 
 def test_our_namespace_enforces_the_restricted_pod_security_standard(
@@ -449,23 +459,31 @@ def test_deployment_runs_locked_down(
     combo: tuple[str, ...], rendered: dict[tuple[str, ...], list[Doc]]
 ) -> None:
     pod = find(rendered[combo], "Deployment", NAME)["spec"]["template"]["spec"]
-    container = deployment_container(rendered[combo])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    sc = container["securityContext"]
-    assert sc["runAsNonRoot"] is True
-    assert sc["runAsUser"] == 10001
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod and "hostPID" not in pod
     assert pod["serviceAccountName"] == NAME
     assert pod["automountServiceAccountToken"] is True
-    resources = container["resources"]
-    assert resources["requests"] == {"cpu": "50m", "memory": "128Mi"}
-    assert resources["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    containers = pod_containers(rendered[combo])
+    assert list(containers) == [NAME, WEBHOOK]
+    for container in containers.values():
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["runAsUser"] == 10001
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Two budgets: a flood of admin calls cannot take the webhook's CPU or memory.
+    assert containers[NAME]["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    assert containers[WEBHOOK]["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"cpu": "500m", "memory": "192Mi"},
+    }
 
 
 def test_deployment_is_highly_available(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
@@ -488,21 +506,31 @@ def test_deployment_is_highly_available(rendered: dict[tuple[str, ...], list[Doc
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] >= 10
 
 
-def test_probes_use_https_health_endpoints_on_the_serving_port(
+@pytest.mark.parametrize(
+    ("name", "port_name", "number", "probes"),
+    [
+        (NAME, "admin", 8444, ("readinessProbe", "livenessProbe", "startupProbe")),
+        # The webhook starts in about a second and syncs nothing: no startup probe needed.
+        (WEBHOOK, "https", 8443, ("readinessProbe", "livenessProbe")),
+    ],
+)
+def test_probes_use_https_health_endpoints_on_each_containers_port(
     rendered: dict[tuple[str, ...], list[Doc]],
+    name: str,
+    port_name: str,
+    number: int,
+    probes: tuple[str, ...],
 ) -> None:
-    container = deployment_container(rendered[()])
+    container = deployment_container(rendered[()], name)
     (port,) = container["ports"]
-    assert port == {"name": "https", "containerPort": 8443, "protocol": "TCP"}
-    expected = {
-        "readinessProbe": "/readyz",
-        "livenessProbe": "/healthz",
-        "startupProbe": "/healthz",
-    }
-    for probe, path in expected.items():
+    assert port == {"name": port_name, "containerPort": number, "protocol": "TCP"}
+    paths = {"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"}
+    assert tuple(p for p in paths if p in container) == probes
+    for probe in probes:
         get = container[probe]["httpGet"]
-        assert (get["path"], get["scheme"], get["port"]) == (path, "HTTPS", "https"), probe
-    assert args_to_options(container["args"])["--port"] == str(port["containerPort"])
+        assert (get["path"], get["scheme"], get["port"]) == (paths[probe], "HTTPS", port_name)
+    command = container["args"][0]
+    assert args_to_options(container["args"], command)["--port"] == str(number)
 
 
 def test_pod_identity_comes_from_the_downward_api(
@@ -519,19 +547,20 @@ def test_tls_secret_is_mounted_as_a_directory_for_hot_reload(
     rendered: dict[tuple[str, ...], list[Doc]],
 ) -> None:
     docs = rendered[()]
-    container = deployment_container(docs)
     pod = find(docs, "Deployment", NAME)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    options = args_to_options(container["args"])
-    tls_dir = str(Path(str(options["--cert-file"])).parent)
-    assert str(Path(str(options["--key-file"])).parent) == tls_dir
-    tls = mounts[tls_dir]
-    # subPath mounts never see a Secret update; the rotated certificate must reach the pod.
-    assert "subPath" not in tls and tls["readOnly"] is True
-    assert volumes[tls["name"]]["secret"]["secretName"] == "vsphere-kale-tls"
-    assert volumes[tls["name"]]["secret"]["defaultMode"] == 0o440
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    for container in pod_containers(docs).values():
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        options = args_to_options(container["args"], container["args"][0])
+        tls_dir = str(Path(str(options["--cert-file"])).parent)
+        assert str(Path(str(options["--key-file"])).parent) == tls_dir
+        tls = mounts[tls_dir]
+        # subPath mounts never see a Secret update; the rotated certificate must reach both.
+        assert "subPath" not in tls and tls["readOnly"] is True
+        assert volumes[tls["name"]]["secret"]["secretName"] == "vsphere-kale-tls"
+        assert volumes[tls["name"]]["secret"]["defaultMode"] == 0o440
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+        assert options["--config"] == mounts[str(options["--config"])]["mountPath"]
     # No Secret object in the manifests: a GitOps re-apply must not overwrite a rotated one.
     for combo_docs in rendered.values():
         assert not [d for d in combo_docs if d["kind"] == "Secret"]
@@ -544,13 +573,25 @@ def test_serve_arguments_are_options_the_cli_accepts(
     options = args_to_options(deployment_container(rendered[combo])["args"])
     assert set(options) <= serve_option_names()
     assert ("--no-cert-rotation" in options) == ("cert-manager" in combo)
+    # The webhook has its own container; this one serves the admin API and the reconciler.
+    assert "--no-webhook" in options
+    webhook = args_to_options(deployment_container(rendered[combo], WEBHOOK)["args"], WEBHOOK)
+    assert set(webhook) <= serve_option_names(WEBHOOK)
 
 
-def test_service_routes_443_to_the_serving_port(rendered: dict[tuple[str, ...], list[Doc]]) -> None:
+def test_service_routes_443_to_the_webhook_and_8444_to_the_admin_api(
+    rendered: dict[tuple[str, ...], list[Doc]],
+) -> None:
     docs = rendered[()]
     service = find(docs, "Service", NAME)
-    (port,) = service["spec"]["ports"]
-    assert (port["name"], port["port"], port["targetPort"]) == ("https", 443, 8443)
+    ports = [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]]
+    assert ports == [("https", 443, "https"), ("admin", 8444, "admin")]
+    containers = pod_containers(docs)
+    assert [p["name"] for p in containers[WEBHOOK]["ports"]] == ["https"]
+    assert [p["name"] for p in containers[NAME]["ports"]] == ["admin"]
+    # The webhook configuration names the Service port of the webhook container.
+    (hook,) = find(docs, "MutatingWebhookConfiguration", NAME)["webhooks"]
+    assert hook["clientConfig"]["service"]["port"] == 443
     template_labels = find(docs, "Deployment", NAME)["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= template_labels.items()
 
@@ -743,7 +784,9 @@ def test_psp_use_is_granted_on_that_psp_only_in_our_namespace(
 # --- optional NetworkPolicy component (issue 10, finding 6) -----------------------------------
 
 
-def test_network_policy_component_admits_only_the_server_port(tmp_path: Path) -> None:
+def test_network_policy_component_admits_only_the_webhook_and_admin_ports(
+    tmp_path: Path,
+) -> None:
     docs = kustomize(compose(tmp_path / "np", ("network-policy",)))
     policy = find(docs, "NetworkPolicy", NAME)
     kubernetes_validate.validate(policy, "1.30.0", strict=True)
@@ -753,11 +796,22 @@ def test_network_policy_component_admits_only_the_server_port(tmp_path: Path) ->
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert selector.items() <= pod_labels.items()
     assert policy["metadata"]["namespace"] == NAMESPACE
-    # and lets in exactly the port the Service targets, nothing else.
+    # and lets in exactly the container ports the Service targets, nothing else.
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     ports = [p for rule in policy["spec"]["ingress"] for p in rule["ports"]]
     service = find(docs, "Service", NAME)
-    assert ports == [{"protocol": "TCP", "port": service["spec"]["ports"][0]["targetPort"]}]
+    by_name = {
+        p["name"]: p["containerPort"] for c in pod_containers(docs).values() for p in c["ports"]
+    }
+    targets = [by_name[p["targetPort"]] for p in service["spec"]["ports"]]
+    assert (
+        ports
+        == [{"protocol": "TCP", "port": port} for port in targets]
+        == [
+            {"protocol": "TCP", "port": 8443},
+            {"protocol": "TCP", "port": 8444},
+        ]
+    )
 
 
 def test_poddefault_example_mounts_an_audience_bound_token() -> None:

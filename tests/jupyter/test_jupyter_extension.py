@@ -126,7 +126,7 @@ def test_traits_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("VSPHERE_KALE_ADMIN_URL")
     monkeypatch.delenv("VSPHERE_KALE_NAMESPACE")
     app = VsphereKaleApp()
-    assert app.admin_url == "https://vsphere-kale.vsphere-kale.svc"
+    assert app.admin_url == "https://vsphere-kale.vsphere-kale.svc:8444"
     assert app.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert app.namespace_file == "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 

@@ -114,12 +114,13 @@ def test_doctor_passes_on_a_fresh_playground(tmp_path: Path, flavor: str) -> Non
         assert "secret/vsphere-kale-tls created" in system.install_log.read_text()
 
 
-def served_certificate(system: LocalSystem) -> bytes:
-    pem = ssl.get_server_certificate(("127.0.0.1", system.serve_port))
-    return pem.encode()
+def served_certificates(system: LocalSystem) -> set[bytes]:
+    """What the pod's two containers serve (the webhook's and the admin API's ports)."""
+    ports = (system.webhook_port, system.admin_port)
+    return {ssl.get_server_certificate(("127.0.0.1", port)).encode() for port in ports}
 
 
-def test_rotation_runs_quietly_and_a_renewal_reaches_serve(tmp_path: Path) -> None:
+def test_rotation_runs_quietly_and_a_renewal_reaches_both_containers(tmp_path: Path) -> None:
     # Given a playground whose leader checks the certificate every half second (an hour on
     # a cluster) and whose "kubelet" re-reads the Secret every 0.2 s
     with LocalSystem(
@@ -127,7 +128,7 @@ def test_rotation_runs_quietly_and_a_renewal_reaches_serve(tmp_path: Path) -> No
     ) as system:
         assert system.running is not None
         core = client.CoreV1Api(system.running.api_client())
-        installed = served_certificate(system)
+        (installed,) = served_certificates(system)
         # When the Secret's serving certificate is one that expires in 10 days
         secret = core.read_namespaced_secret("vsphere-kale-tls", "vsphere-kale")
         data = {k: base64.b64decode(v) for k, v in secret.data.items()}
@@ -141,10 +142,15 @@ def test_rotation_runs_quietly_and_a_renewal_reaches_serve(tmp_path: Path) -> No
         secret.data["tls.crt"] = base64.b64encode(short_cert).decode()
         secret.data["tls.key"] = base64.b64encode(short_key).decode()
         core.replace_namespaced_secret("vsphere-kale-tls", "vsphere-kale", secret)
-        # Then the leader renews it, the new files reach serve, and serve serves them
+        # Then the leader renews it, the new files reach the pod, and both containers (serve
+        # and webhook) serve them
         year = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=300)
         deadline = time.monotonic() + 60
-        while (now := served_certificate(system)) == installed or certs.not_after(now) < year:
+        while (
+            len(now := served_certificates(system)) != 1
+            or installed in now
+            or any(certs.not_after(pem) < year for pem in now)
+        ):
             assert time.monotonic() < deadline, system.serve_log.read_text()[-3000:]
             time.sleep(0.2)
         log = system.serve_log.read_text()
@@ -152,8 +158,9 @@ def test_rotation_runs_quietly_and_a_renewal_reaches_serve(tmp_path: Path) -> No
         # The renewal kept the names: a client that checks 127.0.0.1 against the CA still
         # trusts serve (the notebook's extension does exactly that)
         context = ssl.create_default_context(cafile=str(system.ca_file))
-        with urllib.request.urlopen(f"{system.admin_url}/healthz", context=context) as answer:
-            assert answer.status == 200
+        for url in (system.admin_url, f"https://127.0.0.1:{system.webhook_port}"):
+            with urllib.request.urlopen(f"{url}/healthz", context=context) as answer:
+                assert answer.status == 200
         # And it keeps checking without a warning (no "failed, retrying" every 30 s)
         deadline = time.monotonic() + 30
         while system.serve_log.read_text().count("certificate rotation checked") < 4:

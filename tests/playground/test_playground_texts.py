@@ -24,7 +24,17 @@ from vsphere_kale.playground.lab import (
     lab_environment,
     write_lab_settings,
 )
-from vsphere_kale.playground.localpod import build_pod_files, build_serve_args, find_container
+from vsphere_kale.playground.localpod import (
+    build_container_args,
+    build_pod_files,
+    find_container,
+    readiness_port,
+)
+from vsphere_kale.playground.system import (
+    ADMIN_CONTAINER_PORT,
+    WEBHOOK_CONTAINER_PORT,
+    WEBHOOK_SERVICE_PORT,
+)
 
 
 @dataclass
@@ -37,8 +47,10 @@ class FakeSystem:
     kubeconfig_path: Path = Path("/work/sb/kubeconfig")
     ca_file: Path = Path("/work/sb/certs/ca.crt")
     serve_log: Path = Path("/work/sb/serve.log")
+    webhook_log: Path = Path("/work/sb/webhook.log")
     install_log: Path = Path("/work/sb/install.log")
     admin_url: str = "https://127.0.0.1:40000"
+    webhook_url: str = "https://127.0.0.1:40002/mutate/persistentvolumeclaims"
     api_url: str = "https://127.0.0.1:40001"
     users: list[str] = field(default_factory=lambda: ["admin", "alice", "bob"])
     real_control_plane: bool = False
@@ -89,26 +101,52 @@ def deployment() -> dict[str, Any]:
     return found
 
 
-def test_the_local_pod_runs_the_deployments_args_with_local_files(tmp_path: Path) -> None:
+LOCAL_PORTS = {WEBHOOK_CONTAINER_PORT: 41000, ADMIN_CONTAINER_PORT: 41001}
+
+
+def test_the_local_pod_runs_each_containers_args_with_local_files(tmp_path: Path) -> None:
     files = build_pod_files(deployment(), tmp_path)
     assert files.config_maps == {("vsphere-kale-config", "config.yaml"): tmp_path / "config"
                                  / "config.yaml"}  # fmt: skip
     assert set(files.secrets) == {("vsphere-kale-tls", "tls.crt"), ("vsphere-kale-tls", "tls.key")}
-    args = build_serve_args(
-        find_container(deployment()),
-        paths=files.paths,
-        port=41000,
-        kubeconfig=tmp_path / "k",
-        identity="pod-0",
-    )
-    assert args[0] == "serve"
-    assert args[args.index("--config") + 1] == str(tmp_path / "config" / "config.yaml")
-    assert args[args.index("--cert-file") + 1] == str(tmp_path / "tls" / "tls.crt")
-    assert args[args.index("--key-file") + 1] == str(tmp_path / "tls" / "tls.key")
-    assert args.count("--port") == 1 and args[args.index("--port") + 1] == "41000"
-    assert args[args.index("--address") + 1] == "127.0.0.1"
-    assert "/etc/vsphere-kale" not in " ".join(args)
-    assert args[args.index("--log-format") + 1] == "json"  # as the Deployment says
+    commands = {}
+    for name in ("vsphere-kale", "webhook"):
+        args = build_container_args(
+            find_container(deployment(), name),
+            paths=files.paths,
+            ports=LOCAL_PORTS,
+            kubeconfig=tmp_path / "k",
+            identity="pod-0",
+        )
+        assert args[args.index("--config") + 1] == str(tmp_path / "config" / "config.yaml")
+        assert args[args.index("--cert-file") + 1] == str(tmp_path / "tls" / "tls.crt")
+        assert args[args.index("--key-file") + 1] == str(tmp_path / "tls" / "tls.key")
+        assert args.count("--port") == 1 and args.count("--address") == 1
+        assert args[args.index("--address") + 1] == "127.0.0.1"
+        assert "/etc/vsphere-kale" not in " ".join(args)
+        assert args[args.index("--log-format") + 1] == "json"  # as the Deployment says
+        commands[name] = args
+    serve, webhook = commands["vsphere-kale"], commands["webhook"]
+    assert serve[:2] == ["serve", "--no-webhook"] and webhook[0] == "webhook"
+    assert serve[serve.index("--port") + 1] == "41001"
+    assert webhook[webhook.index("--port") + 1] == "41000"
+    # Only serve talks to the API server: the webhook gets no credentials (and would refuse them).
+    assert serve[serve.index("--kubeconfig") + 1] == str(tmp_path / "k")
+    assert "--kubeconfig" not in webhook and "--identity" not in webhook
+
+
+def test_the_playgrounds_ports_are_the_manifests_ports() -> None:
+    """LocalSystem stands in for the Service and kube-proxy with these numbers."""
+    (service,) = render.read_documents(render.find_deploy_dir() / "base" / "service.yaml")
+    by_name = {p["name"]: p for p in service["spec"]["ports"]}
+    assert by_name["https"]["port"] == WEBHOOK_SERVICE_PORT
+    webhook, serve = find_container(deployment(), "webhook"), find_container(deployment())
+    assert readiness_port(webhook) == WEBHOOK_CONTAINER_PORT
+    assert readiness_port(serve) == ADMIN_CONTAINER_PORT
+    for container, port_name in ((webhook, "https"), (serve, "admin")):
+        args = container["args"]
+        assert int(args[args.index("--port") + 1]) == readiness_port(container)
+        assert by_name[port_name]["targetPort"] in [p["name"] for p in container["ports"]]
 
 
 def test_jupyter_token_is_in_the_environment_not_on_the_command_line(tmp_path: Path) -> None:
@@ -179,9 +217,7 @@ def test_a_lab_that_refuses_our_token_is_named_as_such_not_as_silent() -> None:
     lab = subprocess.Popen(["sleep", "30"])  # stands in for a JupyterLab that keeps running
     try:
         with pytest.raises(VsphereKaleError) as raised:
-            wait_for_lab(
-                lab, f"http://127.0.0.1:{port}/x", token="t", timeout=0.5, port=port
-            )
+            wait_for_lab(lab, f"http://127.0.0.1:{port}/x", token="t", timeout=0.5, port=port)
     finally:
         lab.kill()
         lab.wait()

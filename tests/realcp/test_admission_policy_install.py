@@ -80,9 +80,10 @@ def test_install_policy_puts_the_policies_in_place_of_the_webhook(cluster: Clust
     # the settings are in the policy itself: no parameters object to resolve
     assert "paramKind" not in policy["spec"]
     assert f'value: "{NFS_CLASS}"' in policy["spec"]["mutations"][0]["jsonPatch"]["expression"]
-    # serve runs without the webhook route
+    # serve runs without the webhook route, and the webhook container is gone
     deployment = kube.get(r.DEPLOYMENT, "vsphere-kale", namespace=cluster.namespace)
-    assert "--no-webhook" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    (serve,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--no-webhook" in serve["args"]
 
 
 def test_a_second_install_is_unchanged(cluster: Cluster) -> None:

@@ -2,13 +2,18 @@
 
 One process, two halves that share the API client and the ``/metrics`` registry:
 
-- the HTTPS server of :mod:`vsphere_kale.webhook.server` (PVC webhook, unless ``--no-webhook``
-  for ``install --admission policy``; ``/healthz``, ``/readyz``, ``/metrics``) plus the admin
-  API of :mod:`vsphere_kale.health.adminapi`, on tornado's event loop in the main thread;
+- the HTTPS server of :mod:`vsphere_kale.webhook.server` (``/healthz``, ``/readyz``,
+  ``/metrics``, and the PVC webhook unless ``--no-webhook``) plus the admin API of
+  :mod:`vsphere_kale.health.adminapi`, on tornado's event loop in the main thread;
 - the leader-elected pod-security :class:`~vsphere_kale.reconcile.reconciler.Reconciler`, on its own
   threads (the client's informers and leader election are thread-based), and, on the same
   leader, the serving certificate's :class:`~vsphere_kale.install.rotator.CertificateRotator`
   (unless ``--no-cert-rotation``, e.g. with cert-manager).
+
+The installed Deployment runs ``serve --no-webhook`` and, in a second container,
+``vsphere-kale webhook``: admission then has its own process, CPU and memory, untouched by
+anything the admin API does (a flood of TokenReviews included). Without ``--no-webhook`` one
+process serves both, which is enough on a laptop.
 
 ``/readyz`` answers 200 once the certificate is loaded (the server refuses to start without
 it) and the informers have synced. SIGTERM marks the server not ready, drains in-flight
@@ -145,8 +150,9 @@ async def _run(
 @click.option(
     "--no-webhook",
     is_flag=True,
-    help="Serve no webhook route (install --admission policy: kube-apiserver rewrites claims "
-    "itself); the reconciler, admin API and probes stay.",
+    help="Serve no webhook route: the Deployment's `webhook` container serves it (or, with "
+    "install --admission policy, kube-apiserver rewrites claims itself); the reconciler, admin "
+    "API, certificate rotation and probes stay.",
 )
 @click.option("--renew-deadline", type=float, default=10.0, show_default=True)
 @click.option("--retry-period", type=float, default=2.0, show_default=True)
@@ -215,10 +221,10 @@ def serve_command(
         )
         reconciler.metrics.register_into(server.registry)
         rotator = None
-        # --no-webhook (install --admission policy): the rotation's steps keep the webhook's
-        # caBundle and the Secret in lock-step, and there is no webhook configuration to read;
-        # install renews a certificate that expires within 30 days and doctor warns before.
-        if not no_cert_rotation and not no_webhook and scratch is None:
+        # install --admission policy renders --no-cert-rotation: the rotation's steps keep the
+        # webhook's caBundle and the Secret in lock-step, and there is no webhook configuration
+        # then; install renews a certificate that expires within 30 days and doctor warns before.
+        if not no_cert_rotation and scratch is None:
             # The leader keeps the serving certificate and the webhook's caBundle current
             # (vsphere_kale.install.rotation); every replica reloads the mounted files.
             rotator = CertificateRotator(
@@ -234,10 +240,7 @@ def serve_command(
         # The client's leader election logs every renewal at INFO.
         logging.getLogger("leaderelection").setLevel(max(level, logging.WARNING))
         if no_webhook:
-            log.info(
-                "no webhook route (install --admission policy: kube-apiserver rewrites claims "
-                "itself); certificate rotation is off, re-run install to renew"
-            )
+            log.info("no webhook route here: the webhook container or kube-apiserver admits claims")
         if scratch is not None:
             log.warning(
                 "no --cert-file/--key-file: serving a throwaway self-signed certificate; "

@@ -63,7 +63,11 @@ VALIDATING_POLICY = "vsphere-kale"
 ValidatingAdmissionPolicy 'vsphere-kale' with binding 'vsphere-kale': ...``)."""
 AUDIT_KEY = "storage-class-rewrite"
 """Same key as the webhook's audit annotation (kube-apiserver prefixes the policy's name)."""
-NO_WEBHOOK_FLAG = "--no-webhook"
+SERVER_FLAGS = ("--no-webhook", "--no-cert-rotation")
+"""``serve``'s flags in policy mode: no review route, and no rotation (its steps keep the
+webhook configuration's caBundle in lock-step with the Secret; install renews instead)."""
+WEBHOOK_CONTAINER = "webhook"
+WEBHOOK_SERVICE_PORT = "https"
 
 LABELS = {"app.kubernetes.io/name": "vsphere-kale", "app.kubernetes.io/managed-by": "vsphere-kale"}
 """render.COMMON_LABELS (not imported: render imports this module)."""
@@ -370,24 +374,28 @@ def build_policy_mode(
     manifests: Sequence[Obj], settings: Settings, *, api_version: str, deployment: str
 ) -> list[Obj]:
     """``--admission policy``: the rendered manifests without the MutatingWebhookConfiguration,
-    with the policy objects, and ``serve --no-webhook`` in the Deployment (it stays, for the
-    reconciler, the admin API and the probes). A new list; ``manifests`` is untouched."""
+    the Deployment's ``webhook`` container and the Service's ``https`` port, with the policy
+    objects. The ``serve`` container stays (the reconciler, the admin API and the probes), with
+    :data:`SERVER_FLAGS`. A new list; ``manifests`` is untouched."""
     kept = [
         json.loads(json.dumps(o))
         for o in manifests
         if o.get("kind") != "MutatingWebhookConfiguration"
     ]
     for obj in kept:
-        if (
-            obj.get("kind") == "Deployment"
-            and (obj.get("metadata") or {}).get("name") == deployment
-        ):
-            for container in obj["spec"]["template"]["spec"]["containers"]:
-                if container.get("name") != deployment:
-                    continue
-                args = container.setdefault("args", [])
-                if NO_WEBHOOK_FLAG not in args:
-                    args.append(NO_WEBHOOK_FLAG)
+        if (obj.get("metadata") or {}).get("name") != deployment:
+            continue
+        if obj.get("kind") == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            pod["containers"] = [c for c in pod["containers"] if c.get("name") != WEBHOOK_CONTAINER]
+            for container in pod["containers"]:
+                if container.get("name") == deployment:
+                    args = container.setdefault("args", [])
+                    args.extend(flag for flag in SERVER_FLAGS if flag not in args)
+        if obj.get("kind") == "Service":
+            obj["spec"]["ports"] = [
+                p for p in obj["spec"].get("ports") or [] if p.get("name") != WEBHOOK_SERVICE_PORT
+            ]
     return [*kept, *build_policy_objects(settings, api_version=api_version)]
 
 

@@ -266,9 +266,9 @@ def build_manifests(
                 if rule.get("verbs") == ["bind"] and rule.get("resources") == ["clusterroles"]:
                     rule["resourceNames"] = [settings.pod_security.psp_cluster_role]
         if kind == "Deployment" and md.get("name") == NAME and image:
+            # Both containers (serve and webhook) run the one image.
             for container in obj["spec"]["template"]["spec"]["containers"]:
-                if container.get("name") == NAME:
-                    container["image"] = image
+                container["image"] = image
         if kind == "MutatingWebhookConfiguration" and md.get("name") == WEBHOOK_CONFIGURATION:
             _move_webhooks(obj, ns, settings)
             if webhook_url is not None:

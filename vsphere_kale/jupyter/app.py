@@ -20,7 +20,8 @@ from vsphere_kale.jupyter.handlers import SERVICE_KEY, setup_handlers
 from vsphere_kale.jupyter.service import HealthService, LocalStatus
 from vsphere_kale.settings import CONFIG_ENV, load_settings
 
-DEFAULT_ADMIN_URL = "https://vsphere-kale.vsphere-kale.svc"
+DEFAULT_ADMIN_URL = "https://vsphere-kale.vsphere-kale.svc:8444"
+"""The Service's ``admin`` port (deploy/base/service.yaml): the admin API's own container."""
 
 
 def _env(name: str, fallback: str) -> str:
@@ -36,7 +37,7 @@ class VsphereKaleApp(ExtensionApp):
     admin_url = Unicode(
         config=True,
         help="""Base URL of the vsphere-kale admin API (vsphere-kale serve).
-        Default: $VSPHERE_KALE_ADMIN_URL, else https://vsphere-kale.vsphere-kale.svc
+        Default: $VSPHERE_KALE_ADMIN_URL, else https://vsphere-kale.vsphere-kale.svc:8444
         (the in-cluster service). When it cannot be reached, status is computed locally
         and read-only.""",
     )
@@ -121,7 +122,7 @@ class VsphereKaleApp(ExtensionApp):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise TraitError(
                 f"VsphereKaleApp.admin_url: {value!r} is not an http(s) URL "
-                "(e.g. https://vsphere-kale.vsphere-kale.svc)"
+                "(e.g. https://vsphere-kale.vsphere-kale.svc:8444)"
             )
         return value
 

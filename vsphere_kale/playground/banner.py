@@ -22,10 +22,14 @@ class _System(Protocol):
     kubeconfig_path: Path
     ca_file: Path
     serve_log: Path
+    webhook_log: Path
     install_log: Path
 
     @property
     def admin_url(self) -> str: ...
+
+    @property
+    def webhook_url(self) -> str: ...
 
     @property
     def api_url(self) -> str: ...
@@ -68,8 +72,10 @@ def build_banner(system: _System, *, lab_url: str | None) -> str:
         f"  API server  {system.api_url}"
         + ("  (real kube-apiserver)" if system.real_control_plane else ""),
         f"  kubeconfig  {kubeconfig}  (contexts: {contexts})",
-        f"  serve       {system.admin_url}  (webhook + admin API; CA {system.ca_file})",
+        f"  admin API   {system.admin_url}  (CA {system.ca_file})",
         f"              log: {system.serve_log}",
+        f"  webhook     {system.webhook_url}",
+        f"              log: {system.webhook_log}",
         f"  install     as `vsphere-kale install` does it; log: {system.install_log}",
     ]
     if lab_url:

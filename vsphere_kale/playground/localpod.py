@@ -1,4 +1,4 @@
-"""The installed Deployment's pod, run as a local process: the kubelet's part for one pod.
+"""The installed Deployment's pod, run as local processes: the kubelet's part for one pod.
 
 The playground installs exactly what ``vsphere-kale install`` installs, Deployment included.
 The embedded sandbox runs no pods and the real control plane here has no kubelet, so this
@@ -8,10 +8,14 @@ module does for one replica what a kubelet would:
   ``subPath``, which a kubelet never refreshes either); the Secret's items are written and then
   re-synced while the pod runs (:class:`SecretVolume`, as the kubelet refreshes Secret volumes),
   so a certificate the leader rotates reaches the served files and ``serve`` hot-reloads it;
-- the container: the Deployment's own ``args`` (:func:`build_serve_args`), with each mount path
-  mapped to its local file, ``--port`` set to a local port, ``--address 127.0.0.1``;
+- the containers, each a process (``serve --no-webhook`` and ``webhook``; ``install
+  --admission policy`` leaves only the first): the Deployment's own ``args``
+  (:func:`build_container_args`), with each mount path mapped to its local file, ``--port``
+  set to the local port standing for that container port, ``--address 127.0.0.1``; the pod
+  is ready when every container's readiness probe answers;
 - the service account token: a TokenRequest token of the pod's ServiceAccount in a kubeconfig
-  (what the projected token volume gives a pod), so exactly the installed RBAC applies.
+  (what the projected token volume gives a pod), so exactly the installed RBAC applies to
+  ``serve`` (``webhook`` makes no API calls).
 """
 
 from __future__ import annotations
@@ -56,24 +60,30 @@ class PodFiles:
     """(Secret name, key) -> local file."""
 
 
+def pod_containers(deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The pod template's containers, in order (pure)."""
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [dict(c) for c in pod.get("containers") or []]
+
+
 def find_container(deployment: Mapping[str, Any], name: str = render.NAME) -> dict[str, Any]:
-    containers = ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get(
-        "containers"
-    ) or []
-    for container in containers:
+    for container in pod_containers(deployment):
         if container.get("name") == name:
-            return dict(container)
+            return container
     raise VsphereKaleError(f"deployment {render.NAME} has no container named {name}")
 
 
 def build_pod_files(deployment: Mapping[str, Any], root: Path) -> PodFiles:
-    """Map the container's ConfigMap and Secret mounts onto files under ``root`` (pure)."""
+    """Map every container's ConfigMap and Secret mounts onto files under ``root`` (pure).
+
+    A volume is one directory however many containers mount it, as on a node."""
     pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     volumes = {v.get("name"): v for v in pod.get("volumes") or []}
     paths: dict[str, str] = {}
     config_maps: dict[tuple[str, str], Path] = {}
     secret_files: dict[tuple[str, str], Path] = {}
-    for mount in find_container(deployment).get("volumeMounts") or []:
+    mounts = [m for c in pod_containers(deployment) for m in c.get("volumeMounts") or []]
+    for mount in mounts:
         volume = volumes.get(mount.get("name")) or {}
         source, table = None, None
         if "configMap" in volume:
@@ -99,24 +109,50 @@ def build_pod_files(deployment: Mapping[str, Any], root: Path) -> PodFiles:
     return PodFiles(paths, config_maps, secret_files)
 
 
-def build_serve_args(
+def container_port(container: Mapping[str, Any], port: int | str) -> int:
+    """A probe's ``port`` (a number or a port name) as the container's port number (pure)."""
+    if isinstance(port, int):
+        return port
+    for declared in container.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    raise VsphereKaleError(f"container {container.get('name')} declares no port named {port}")
+
+
+def readiness_port(container: Mapping[str, Any]) -> int:
+    """The container port its readiness probe asks (pure)."""
+    probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
+    if "port" not in probe:
+        raise VsphereKaleError(f"container {container.get('name')} has no HTTP readiness probe")
+    return container_port(container, probe["port"])
+
+
+def build_container_args(
     container: Mapping[str, Any],
     *,
     paths: Mapping[str, str],
-    port: int,
+    ports: Mapping[int, int],
     kubeconfig: Path,
     identity: str,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The container's args with mount paths mapped to local files and a local port (pure)."""
+    """The container's args with mount paths mapped to local files and its ``--port`` to the
+    local port standing for it in ``ports`` (container port -> local port) (pure).
+
+    ``serve`` also gets the pod's API credentials and identity, and ``extra``; ``webhook``
+    talks to no API server and takes neither.
+    """
     args = [str(a) for a in container.get("args") or []]
     out: list[str] = []
+    port: int | None = None
     skip_next = False
     for index, arg in enumerate(args):
         if skip_next:
             skip_next = False
             continue
         if arg in ("--port", "--address") and index + 1 < len(args):
+            if arg == "--port":
+                port = int(args[index + 1])
             skip_next = True  # replaced below
             continue
         for mount, local in sorted(paths.items(), key=lambda kv: -len(kv[0])):
@@ -124,18 +160,14 @@ def build_serve_args(
                 arg = local + arg[len(mount) :]
                 break
         out.append(arg)
-    return [
-        *out,
-        "--address",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--identity",
-        identity,
-        *extra,
-    ]
+    if port is None or port not in ports:
+        raise VsphereKaleError(
+            f"container {container.get('name')}: no local port for --port {port}"
+        )
+    out += ["--address", "127.0.0.1", "--port", str(ports[port])]
+    if out and out[0] == "serve":
+        out += ["--kubeconfig", str(kubeconfig), "--identity", identity, *extra]
+    return out
 
 
 def write_file(target: Path, data: bytes, mode: int = 0o600) -> None:
@@ -209,12 +241,13 @@ class SecretVolume:
             self._thread.join(self.period + 5)
 
 
-class ServeProcess:
-    """``vsphere-kale serve`` in a child process, its output in a log file."""
+class ContainerProcess:
+    """One container of the pod as a child process, its output in a log file."""
 
     def __init__(
-        self, command: list[str], *, log_file: Path, ready_url: str, ca_file: Path
+        self, name: str, command: list[str], *, log_file: Path, ready_url: str, ca_file: Path
     ) -> None:
+        self.name = name
         self.log_file = log_file
         self._ready_url = ready_url
         self._ca_file = ca_file
@@ -223,21 +256,21 @@ class ServeProcess:
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def wait_ready(self, timeout: float) -> None:
-        """Until ``/readyz`` answers 200 (certificate loaded, informers synced), bounded."""
+    def wait_ready(self, deadline: float) -> None:
+        """Until its readiness probe (``/readyz``) answers 200, up to ``deadline`` (monotonic)."""
         context = ssl.create_default_context(cafile=str(self._ca_file))
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise VsphereKaleError(
-                    f"serve exited with code {self.process.returncode}:\n{self.log_tail()}"
+                    f"container {self.name} exited with code {self.process.returncode}:\n"
+                    f"{self.log_tail()}"
                 )
             try:
                 with urllib.request.urlopen(self._ready_url, timeout=2, context=context):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
-        raise VsphereKaleError(f"serve was not ready within {timeout:g} s:\n{self.log_tail()}")
+        raise VsphereKaleError(f"container {self.name} was not ready in time:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -246,15 +279,17 @@ class ServeProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """SIGTERM: serve drains, stops the reconciler and releases its Lease; bounded."""
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
+    def terminate(self) -> None:
+        """SIGTERM: each container drains; serve also stops the reconciler and its Lease."""
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def wait_stopped(self) -> None:
+        """Bounded: killed when it outlives the grace period."""
         try:
             self.process.wait(_STOP_TIMEOUT + 5)
         except subprocess.TimeoutExpired:
-            log.warning("serve did not stop within %ss; killing it", _STOP_TIMEOUT + 5)
+            log.warning("%s did not stop within %ss; killing it", self.name, _STOP_TIMEOUT + 5)
             self.process.kill()
             self.process.wait(_STOP_TIMEOUT)
 
@@ -268,9 +303,9 @@ class LocalPod:
         *,
         namespace: str,
         root: Path,
-        port: int,
+        ports: Mapping[int, int],
         kubeconfig: Path,
-        log_file: Path,
+        log_dir: Path,
         ca_file: Path,
         identity: str = "vsphere-kale-sandbox",
         extra_args: Sequence[str] = (),
@@ -279,17 +314,28 @@ class LocalPod:
         self._kube = kube
         self.namespace = namespace
         self.root = root
-        self.port = port
+        self.ports = dict(ports)
+        """Container port -> local port (what the Service's target ports reach here)."""
         self.kubeconfig = kubeconfig
-        self.log_file = log_file
+        self.log_dir = log_dir
         self.ca_file = ca_file
         self.identity = identity
         self.extra_args = tuple(extra_args)
         self.secret_period = secret_period
         self.volumes: list[SecretVolume] = []
-        self.serve: ServeProcess | None = None
+        self.containers: list[ContainerProcess] = []
 
     def start(self, *, timeout: float) -> LocalPod:
+        """Volumes, then every container; returns once all are ready. On failure, whatever
+        was started is stopped before the error propagates."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         deployment = self._kube.get(r.DEPLOYMENT, render.NAME, namespace=self.namespace)
         files = build_pod_files(deployment, self.root)
         for (name, key), target in files.config_maps.items():
@@ -309,27 +355,36 @@ class LocalPod:
                 period=self.secret_period,
             )
             self.volumes.append(volume.start())
-        args = build_serve_args(
-            find_container(deployment),
-            paths=files.paths,
-            port=self.port,
-            kubeconfig=self.kubeconfig,
-            identity=self.identity,
-            extra=self.extra_args,
-        )
-        self.serve = ServeProcess(
-            [sys.executable, "-m", "vsphere_kale.cli", *args],
-            log_file=self.log_file,
-            ready_url=f"https://127.0.0.1:{self.port}/readyz",
-            ca_file=self.ca_file,
-        )
-        self.serve.wait_ready(timeout)
-        return self
+        for container in pod_containers(deployment):
+            args = build_container_args(
+                container,
+                paths=files.paths,
+                ports=self.ports,
+                kubeconfig=self.kubeconfig,
+                identity=self.identity,
+                extra=self.extra_args,
+            )
+            self.containers.append(
+                ContainerProcess(
+                    str(container.get("name")),
+                    [sys.executable, "-m", "vsphere_kale.cli", *args],
+                    # serve.log, webhook.log: named after the subcommand the container runs.
+                    log_file=self.log_dir / f"{args[0]}.log",
+                    ready_url=f"https://127.0.0.1:{self.ports[readiness_port(container)]}/readyz",
+                    ca_file=self.ca_file,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        for process in self.containers:
+            process.wait_ready(deadline)
 
     def stop(self) -> None:
-        if self.serve is not None:
-            self.serve.stop()
-            self.serve = None
+        # All at once, as the kubelet does: each drains in parallel within the grace period.
+        for process in self.containers:
+            process.terminate()
+        for process in self.containers:
+            process.wait_stopped()
+        self.containers = []
         for volume in self.volumes:
             volume.stop()
         self.volumes = []

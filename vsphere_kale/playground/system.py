@@ -13,10 +13,10 @@
    certificate also names ``127.0.0.1`` (install's ``extra_sans``), because the local clients
    and, on the real control plane, the API server (``clientConfig.url``: kube-apiserver cannot
    reach a Service's ClusterIP here) call serve at that address;
-3. one replica of the installed Deployment as a local process
+3. one replica of the installed Deployment as local processes, one per container
    (:class:`~vsphere_kale.playground.localpod.LocalPod`): the Deployment's own args, the
-   ConfigMap and Secret as files, a TokenRequest token of the ServiceAccount; its log goes to
-   ``<workdir>/serve.log``;
+   ConfigMap and Secret as files, a TokenRequest token of the ServiceAccount; the logs go to
+   ``<workdir>/serve.log`` (reconciler and admin API) and ``<workdir>/webhook.log``;
 4. the files a notebook needs to act as alice: a token file, a kubeconfig, the CA.
 
 The embedded API server runs in this process (on a thread); tests use :class:`LocalSystem`
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAMESPACE = render.BASE_NAMESPACE
 SERVICE_NAME = render.NAME
 WEBHOOK_PATH = "/mutate/persistentvolumeclaims"
+WEBHOOK_SERVICE_PORT = 443
+WEBHOOK_CONTAINER_PORT = 8443
+ADMIN_CONTAINER_PORT = 8444
+"""The ports of deploy/base's Service and containers (tests/playground checks they match)."""
 LOCAL_ADDRESS = "127.0.0.1"
 _START_TIMEOUT = 20.0
 
@@ -107,12 +111,16 @@ class LocalSystem:
         self.api_port = api_port
         self.rotation_interval = rotation_interval
         self.secret_sync_seconds = secret_sync_seconds
-        self.serve_port = 0
+        self.webhook_port = 0
+        """Local port standing for the webhook container's 8443 (Service port 443)."""
+        self.admin_port = 0
+        """Local port standing for the serve container's 8444 (Service port 8444)."""
         self.running: RunningSandbox | None = None
         self.real: RealPlane | None = None
         self._pod: LocalPod | None = None
         self._controllers: PlaygroundControllers | None = None
         self.serve_log = workdir / "serve.log"
+        self.webhook_log = workdir / "webhook.log"
         self.install_log = workdir / "install.log"
         self.kubeconfig_path = workdir / "kubeconfig"
         self.ca_file = workdir / "certs" / "ca.crt"
@@ -133,7 +141,11 @@ class LocalSystem:
 
     @property
     def admin_url(self) -> str:
-        return f"https://{LOCAL_ADDRESS}:{self.serve_port}"
+        return f"https://{LOCAL_ADDRESS}:{self.admin_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"https://{LOCAL_ADDRESS}:{self.webhook_port}{WEBHOOK_PATH}"
 
     @property
     def api_url(self) -> str:
@@ -190,12 +202,13 @@ class LocalSystem:
             admin = Kube(self.real.api_client())
             apply_seed_through_api(admin, "kubeflow-demo", flavor=self.flavor)
             return admin
-        service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:443"
+        # The sandbox reaches the webhook's Service port as kube-proxy would.
+        service_key = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{WEBHOOK_SERVICE_PORT}"
         setup = build_sandbox(
             flavor=self.flavor,
             seed="kubeflow-demo",
             authorization=True,
-            service_map={service_key: f"{LOCAL_ADDRESS}:{self.serve_port}"},
+            service_map={service_key: f"{LOCAL_ADDRESS}:{self.webhook_port}"},
         )
         if self.user not in setup.tokens:
             raise ConfigError("--user", f"{self.user!r} is not a seeded user")
@@ -224,7 +237,7 @@ class LocalSystem:
             self.build_settings(),
             components,
             # The real API server calls serve by URL; the sandbox reaches the Service.
-            webhook_url=f"{self.admin_url}{WEBHOOK_PATH}" if self.real is not None else None,
+            webhook_url=self.webhook_url if self.real is not None else None,
             extra_sans=(LOCAL_ADDRESS,),
         )
         lines: list[str] = []
@@ -237,7 +250,7 @@ class LocalSystem:
         return result
 
     def _start(self) -> None:
-        self.serve_port = free_port()
+        self.webhook_port, self.admin_port = free_port(), free_port()
         admin = self._start_plane()
         plane = self.plane
         # Kubeflow's profile controller and the two storage provisioners: API clients, the
@@ -268,9 +281,12 @@ class LocalSystem:
             admin,
             namespace=settings.namespace,
             root=self.workdir / "pod",
-            port=self.serve_port,
+            ports={
+                WEBHOOK_CONTAINER_PORT: self.webhook_port,
+                ADMIN_CONTAINER_PORT: self.admin_port,
+            },
             kubeconfig=serve_kubeconfig,
-            log_file=self.serve_log,
+            log_dir=self.workdir,
             ca_file=self.ca_file,
             extra_args=extra,
             secret_period=self.secret_sync_seconds,
