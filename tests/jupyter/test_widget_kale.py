@@ -8,6 +8,7 @@ notebook and claims (``../shared/KALE.md``: ``metadata.kubeflow_notebook.volumes
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from typing import Any
 
@@ -25,6 +26,7 @@ from vsphere_kale.jupyter.widget_kale import (
 from vsphere_kale.jupyter.widget_render import BAD as _BAD
 from vsphere_kale.jupyter.widget_render import GOOD as _GOOD
 from vsphere_kale.jupyter.widget_render import WARN as _WARN
+from vsphere_kale.policy.health import PodSecurityFacts, build_namespace_status
 from vsphere_kale.policy.kale import parse_notebook
 from vsphere_kale.settings import StorageSettings
 
@@ -72,6 +74,7 @@ def section(
     doc: dict[str, Any],
     claims: list[dict[str, Any]],
     classes: list[dict[str, Any]] | None = CLASSES,
+    pods: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     try:
         parsed = parse_notebook(doc)
@@ -85,8 +88,33 @@ def section(
         inputs,
         path="pipelines/train.ipynb",
         namespace="alice",
-        storage=StorageSettings(rwx_storage_class="nfs-client"),
+        storage=STORAGE,
+        pvc_rows=service_rows(claims, pods=pods),
     )
+
+
+STORAGE = StorageSettings(rwx_storage_class="nfs-client")
+
+
+def service_rows(
+    claims: list[dict[str, Any]], *, pods: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The namespace status's ``pvcs`` as the service computes them (it reads the classes)."""
+    doc = build_namespace_status(
+        "alice",
+        pvcs=claims,
+        events=[],
+        storage_classes=CLASSES,
+        webhook_configuration=None,
+        pod_security=PodSecurityFacts("off"),
+        storage=STORAGE,
+        can_reconcile=True,
+        source="admin-api",
+        now=dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc),
+        pods=pods,
+    ).to_json()
+    rows: list[dict[str, Any]] = doc["pvcs"]
+    return rows
 
 
 def status(kale: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -239,7 +267,7 @@ def test_notebook_without_kale_metadata_shows_nothing() -> None:
 def test_an_unreadable_cluster_is_a_sentence_in_the_section() -> None:
     inputs = KaleInputs((), None, None, parse_notebook(NOTEBOOK), error="Cannot check: no.")
     kale = build_status_section(
-        NOTEBOOK, inputs, path="t.ipynb", namespace="alice", storage=StorageSettings()
+        NOTEBOOK, inputs, path="t.ipynb", namespace="alice", storage=StorageSettings(), pvc_rows=[]
     )
     html = render_kale_section(status(kale))
     assert 'data-fit="none"' in html and "unknown" in html
