@@ -7,8 +7,10 @@ for why the id and not ``JPY_SESSION_NAME``), so the panel only has to say which
 
 The one-click fix is offered only where it is safe: a claim that is not bound (so it holds no
 data) and asks for ReadWriteMany on a class that cannot give it, recreated on the RWX class
-through the service (which checks again: bound, data source, in use). A ReadWriteOnce claim
-that is Bound holds data: no button, the hint says how to make an RWX copy.
+through the service, and only where the service's own rule accepts (the claim's
+``recreateRefusal``, its namespace row's, is ``null``); elsewhere the row says why, as the
+namespace table does. A ReadWriteOnce claim that is Bound holds data: no button, the hint says
+how to make an RWX copy.
 
 Rendering is pure (status JSON in, HTML out); :class:`KaleSection` is the ipywidgets part.
 """
