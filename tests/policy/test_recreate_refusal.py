@@ -176,3 +176,24 @@ def test_the_rows_do_not_change_the_claims_they_judge() -> None:
     before = copy.deepcopy(doc)
     status_rows([doc], pods=[pod("step-1", "features", "Running")])
     assert doc == before
+
+
+def test_each_claim_is_judged_by_the_pods_that_mount_it() -> None:
+    both = pod("step-2", "a", "Running")
+    both["spec"]["volumes"].append({"name": "w", "persistentVolumeClaim": {"claimName": "c"}})
+    pods = [pod("step-1", "a", "Pending"), pod("done", "b", "Succeeded"), both]
+    rows = status_rows([claim("a"), claim("b"), claim("c"), claim("d")], pods=pods)
+    assert rows["a"]["recreateRefusal"] == (
+        "claim alice/a is mounted by pod step-1, step-2: stop the pod first, then recreate the "
+        "claim"
+    )
+    assert rows["b"]["recreateRefusal"] is None  # its only pod has finished
+    assert "mounted by pod step-2" in rows["c"]["recreateRefusal"]
+    assert rows["d"]["recreateRefusal"] is None
+    # the same answers the admin API gives with every pod of the namespace
+    for name in "abcd":
+        plan = plan_recreate(
+            claim(name), pods=pods, storage_classes=CLASSES, settings=Settings(storage=STORAGE)
+        )
+        expected = plan.message if isinstance(plan, RecreateRefusal) else None
+        assert rows[name]["recreateRefusal"] == expected

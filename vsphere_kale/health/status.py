@@ -431,9 +431,16 @@ def fetch_pods_if_needed(
         pvcs, storage_classes=build_classes_by_name(storage_classes), storage=settings.storage
     ):
         return None
-    fetch = _list(r.POD, field_selector=RUNNING_PODS_SELECTOR)
     return read_or_unreadable(
-        lambda: fetch(ReadContext(kube, namespace, "")),
+        lambda: _items(
+            kube.list(
+                r.POD,
+                namespace=namespace,
+                field_selector=RUNNING_PODS_SELECTOR,
+                resource_version=CACHED,
+                timeout=REQUEST_TIMEOUT,
+            )
+        ),
         forbidden=f"the caller may not list pods in {namespace}.",
     )
 

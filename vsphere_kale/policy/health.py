@@ -124,6 +124,7 @@ __all__ = [
     "build_class_context",
     "build_classes_by_name",
     "build_namespace_status",
+    "build_pods_by_claim",
     "decide_overall",
     "decide_pod_security",
     "decide_pvc",
@@ -219,6 +220,22 @@ def build_classes_by_name(
     return {str((sc.get("metadata") or {}).get("name", "")): sc for sc in storage_classes}
 
 
+def build_pods_by_claim(
+    pods: Iterable[Mapping[str, Any]],
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Claim name -> the pods whose volumes name it: each claim's rule then reads its own few
+    pods, not every pod of the namespace (hundreds of claims times hundreds of pods)."""
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        names = {
+            (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            for volume in (pod.get("spec") or {}).get("volumes") or ()
+        }
+        for name in names - {None}:
+            found.setdefault(str(name), []).append(pod)
+    return found
+
+
 def decide_overall(severities: Iterable[Severity | None]) -> Overall:
     """``broken`` on any error, ``degraded`` on any warning, else ``healthy`` (info ignored)."""
     worst = max((SEVERITY_RANK[s] for s in severities if s), default=0)
@@ -270,12 +287,13 @@ def build_namespace_status(
         problems.append(Problem("pvc", "", "info", sentence(pvcs.reason, capitalize=False), ""))
     else:
         classes = build_classes_by_name(storage_classes)
-        pod_list: Sequence[Mapping[str, Any]] = (
-            () if pods is None or isinstance(pods, Unreadable) else pods
-        )
+        mounting = build_pods_by_claim(() if pods is None or isinstance(pods, Unreadable) else pods)
         for pvc in sorted(pvcs, key=lambda p: (p.get("metadata") or {}).get("name", "")):
             refusal = decide_recreate_refusal(
-                pvc, pods=pod_list, storage_classes=classes, storage=storage
+                pvc,
+                pods=mounting.get((pvc.get("metadata") or {}).get("name", ""), ()),
+                storage_classes=classes,
+                storage=storage,
             )
             health = decide_pvc(
                 pvc,
