@@ -5,8 +5,9 @@ notebook mounts — ``raw-data`` ReadWriteOnce on the vSAN block class (Bound, h
 ``features`` ReadWriteMany on the block class, opted out of the webhook (Pending for ever) —
 when the notebook (``metadata.kubeflow_notebook.volumes`` as Kale's own ``mount_pvc.ipynb``)
 runs the panel cell in Chromium, then the panel's Kale section flags ``raw-data`` with the
-RWX-copy hint and no button, and offers "Recreate on nfs-client" for ``features`` only; the
-recreation goes through. Screenshots in tests/e2e/artifacts/.
+RWX-copy hint and no button, and says why ``features`` has no Recreate (it opts out: the
+service would refuse); once the opt-out is dropped, it offers "Recreate on nfs-client" for
+``features`` only, and the recreation goes through. Screenshots in tests/e2e/artifacts/.
 """
 
 from __future__ import annotations
@@ -84,12 +85,8 @@ def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
         return str(core.read_namespaced_persistent_volume_claim(name, "alice").status.phase)
 
     wait_for("raw-data Bound", lambda: phase("raw-data") == "Bound" or None, timeout=30)
-    # features asked for the block class on purpose (opted out), then the user dropped the
-    # opt-out as the panel's hint says: stuck on the block class, as if made before the
-    # webhook, and the service may now recreate it.
-    core.patch_namespaced_persistent_volume_claim(
-        "features", "alice", {"metadata": {"annotations": {OPT_OUT: None}}}
-    )
+    # features asked for the block class on purpose (opted out): stuck there, and the
+    # service refuses to recreate it while it opts out.
     # and the Kale 2 notebook in the Lab's root directory
     (sandbox_cli.workdir / "notebooks" / NOTEBOOK).write_text(json.dumps(kale_notebook()))
 
@@ -118,9 +115,30 @@ def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
         expect(raw).to_contain_text("/data")
         expect(raw).to_contain_text("ReadWriteOnce")
         expect(raw).to_contain_text("make an RWX copy on nfs-client and point the notebook at it")
-        # and offers the one-click fix only for the unbound RWX claim, once
+        # and, while features opts out, offers no Recreate the service would refuse: both its
+        # Kale row and its namespace row say why instead
         features = page.locator(".vsk-kale-row[data-volume='features']")
+        expect(features).to_contain_text(
+            "Recreate is not offered: claim alice/features opts out of class rewriting"
+        )
+        expect(features).not_to_contain_text("Recreate on nfs-client below")
+        expect(page.locator(".vsk-kale-actions .vsk-recreate-row")).to_have_count(0)
+        refusal = page.locator(".vsk-pvc-row[data-pvc='features'] .vsk-recreate-refusal")
+        expect(refusal).to_contain_text("opts out of class rewriting")
+        main_box = page.locator(".vsk-recreate-box .vsk-recreate-row")
+        expect(main_box.filter(has_text="features")).to_have_count(0)
+        expect(main_box.filter(has_text="wf-1-kale-marshal-pvc")).to_have_count(1)
+        page.locator(".vsk-health-panel").screenshot(path=str(artifacts / "kale-refused.png"))
+
+        # When alice drops the opt-out, as the panel's hint says (the claim stays on the
+        # block class, as if made before the webhook), and refreshes
+        core.patch_namespaced_persistent_volume_claim(
+            "features", "alice", {"metadata": {"annotations": {OPT_OUT: None}}}
+        )
+        page.locator("button.vsk-refresh").click()
+        # Then the one-click fix is offered for the unbound RWX claim, once
         expect(features).to_contain_text("Recreate on nfs-client below")
+        expect(features).not_to_contain_text("Recreate is not offered")
         # (alice may not read StorageClasses; the service can, and its reason is shown)
         expect(features).to_contain_text("the vsphere-kale service says rwx-on-block-class")
         expect(raw).not_to_contain_text("Recreate")
@@ -128,7 +146,6 @@ def test_kale_notebook_panel_flags_the_rwo_volume_with_its_fix(
         expect(actions).to_have_count(1)
         expect(actions).to_contain_text("features")
         # (the box under the namespace table keeps the seeded marshal claim, not features)
-        main_box = page.locator(".vsk-recreate-box .vsk-recreate-row")
         expect(main_box.filter(has_text="wf-1-kale-marshal-pvc")).to_have_count(1)
         expect(main_box.filter(has_text="features")).to_have_count(0)
         expect(page.locator(".vsk-error")).to_have_count(0)

@@ -278,6 +278,7 @@ def test_plain_claim_hint_and_json_fields() -> None:
         "severity": "error",
         "message": result["message"],
         "hint": "Delete and recreate the claim; the webhook now places RWX claims on nfs-client",
+        "recreateRefusal": None,
     }
     assert "created before the webhook" in result["message"]
 

@@ -234,14 +234,15 @@ def test_webhook_missing_changes_the_fix_hint(
 @pytest.mark.parametrize(
     ("mode", "claims", "expected"),
     [
-        # pvcs, events, storageclasses, webhook config, namespace, profile, rolebindings
-        ("psp", 1, 7),
-        ("psp", 120, 7),
+        # pvcs, events, storageclasses, webhook config, namespace, profile, rolebindings,
+        # and the running pods (the stuck marshal claim could be recreated unless one uses it)
+        ("psp", 1, 8),
+        ("psp", 120, 8),
         # psa: no rolebindings; the FailedCreate Events (the level pods need; Istio CNI only
         # where the namespace asks for injection, which alice here does not)
-        ("psa", 120, 7),
+        ("psa", 120, 8),
         # mode not given and configured "auto": discovery, cached by the client
-        (None, 1, 7),
+        (None, 1, 8),
     ],
 )
 def test_one_request_per_resource_type(
@@ -290,6 +291,84 @@ def test_one_request_per_resource_type(
     assert len(requests) == expected, requests
     assert all(r.startswith("GET ") for r in requests)
     assert sum("/persistentvolumeclaims" in r for r in requests) == 1
+
+
+def pod_mounting(name: str, claim: str, *, phase: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "alice"},
+        "spec": {
+            "containers": [{"name": "main", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_recreate_refusal_says_which_running_pod_mounts_the_stuck_claim(
+    sandbox_factory: Callable[..., RunningSandbox],
+) -> None:
+    # Given the stuck marshal claim, mounted by a finished step pod only
+    running = sandbox_factory(flavor="psa")
+    seed_cluster(running.api_client())
+    store = running.sandbox.store
+    pods = ResourceRef("", "pods")
+    store.create_object(pods, "alice", pod_mounting("step-1", MARSHAL, phase="Succeeded"))
+    reader = Kube(running.api_client())
+
+    def refusal() -> Any:
+        doc = collect_status(
+            reader, "alice", settings=SETTINGS, mode="psa", can_reconcile=True, source="admin-api"
+        )
+        return marshal_row(doc)["recreateRefusal"]
+
+    # Then the service would recreate it: a finished pod no longer holds its volume
+    assert refusal() is None
+    # When a step pod that mounts it is still Pending (scheduled, waiting for the volume)
+    store.create_object(pods, "alice", pod_mounting("step-2", MARSHAL, phase="Pending"))
+    # Then the row says what the admin API would answer: stop that pod first
+    assert refusal() == (
+        f"claim alice/{MARSHAL} is mounted by pod step-2: stop the pod first, then recreate "
+        "the claim"
+    )
+
+
+@pytest.mark.parametrize(
+    ("annotations", "refusal"),
+    [
+        ({"vsphere-kale.io/rewrite-storage-class": "false"}, "opts out of class rewriting"),
+        (None, None),
+    ],
+)
+def test_pods_are_listed_only_when_a_claim_could_be_recreated(
+    sandbox_factory: Callable[..., RunningSandbox],
+    caplog: pytest.LogCaptureFixture,
+    annotations: dict[str, str] | None,
+    refusal: str | None,
+) -> None:
+    running = sandbox_factory(flavor="psa")
+    api = running.api_client()
+    seed_cluster(api)
+    if annotations:
+        client.CoreV1Api(api).patch_namespaced_persistent_volume_claim(
+            MARSHAL, "alice", {"metadata": {"annotations": annotations}}
+        )
+    reader = Kube(running.api_client())
+    caplog.set_level(logging.DEBUG, logger="vsphere_kale.sandbox.server")
+    caplog.clear()
+
+    doc = collect_status(
+        reader, "alice", settings=SETTINGS, mode="psa", can_reconcile=True, source="admin-api"
+    )
+
+    listed_pods = any("/pods" in r for r in sandbox_requests(caplog))
+    found = marshal_row(doc)["recreateRefusal"]
+    if refusal is None:
+        assert found is None and listed_pods
+    else:
+        # An opted-out claim is refused whatever pods there are: no pod list is sent
+        assert refusal in found and not listed_pods
 
 
 def test_forbidden_components_are_unknown_not_failures(

@@ -14,6 +14,7 @@ from vsphere_kale.jupyter.widget import (
     decide_primary_action,
     describe_expiry,
     recreatable_claims,
+    recreate_refusals,
     render_badge,
     render_pod_security,
     render_pvc_table,
@@ -45,6 +46,7 @@ STATUS: dict[str, Any] = {
             "severity": "error",
             "message": "It asks for ReadWriteMany on a block class.",
             "hint": "Delete it and re-run the pipeline <now>",
+            "recreateRefusal": None,
         },
         {
             "name": "data",
@@ -339,6 +341,38 @@ def test_recreate_is_offered_only_for_stuck_claims_an_admin_can_fix() -> None:
     assert recreatable_claims({**STATUS, "pvcs": [bound]}) == []
     missing_class = {**STATUS["pvcs"][0], "verdict": "class-missing", "storageClass": "standard"}
     assert recreatable_claims({**STATUS, "pvcs": [missing_class]}) == ["wf-1-kale-marshal-pvc"]
+
+
+OPTED_OUT_REFUSAL = (
+    "claim alice/wf-1-kale-marshal-pvc opts out of class rewriting "
+    '(vsphere-kale.io/rewrite-storage-class: "false")'
+)
+
+
+def test_a_claim_the_service_would_refuse_says_why_instead_of_a_button() -> None:
+    # Given the service's row: the claim cannot bind, but its rule refuses the recreation
+    refused = {**STATUS["pvcs"][0], "recreateRefusal": OPTED_OUT_REFUSAL}
+    doc = {**STATUS, "pvcs": [refused, STATUS["pvcs"][1]]}
+    assert recreatable_claims(doc) == []
+    assert recreate_refusals(doc) == {"wf-1-kale-marshal-pvc": OPTED_OUT_REFUSAL}
+    # Then the panel draws no Recreate button, and the row says why in the service's words
+    panel = HealthPanel(FixedClient(doc))
+    assert panel.recreate_box.children == ()
+    table = panel.pvc_table.value
+    assert "Recreate is not offered:" in table and "opts out of class rewriting" in table
+    assert 'class="vsk-recreate-refusal"' in table
+    assert "Delete it and re-run the pipeline" in table  # the service's own fix stays
+    # and the highlighted button is the next fix, not a Recreate that would answer 409
+    assert decide_primary_action(doc) == "reconcile"
+    assert panel.reconcile_button.button_style == "primary"
+    # The same claim the service accepts gets the button and no refusal line
+    panel = HealthPanel(FixedClient(STATUS))
+    assert len(panel.recreate_box.children) == 1
+    assert "vsk-recreate-refusal" not in panel.pvc_table.value
+    # A caller who may not repair, or the local view: no button, and no refusal to explain
+    for view in ({**doc, "canReconcile": False}, {**doc, "source": "local"}):
+        assert recreate_refusals(view) == {}
+        assert "vsk-recreate-refusal" not in HealthPanel(FixedClient(view)).pvc_table.value
 
 
 def test_primary_action_is_what_fixes_the_worst_problem() -> None:

@@ -8,6 +8,7 @@ notebook and claims (``../shared/KALE.md``: ``metadata.kubeflow_notebook.volumes
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 from typing import Any
 
@@ -25,6 +26,7 @@ from vsphere_kale.jupyter.widget_kale import (
 from vsphere_kale.jupyter.widget_render import BAD as _BAD
 from vsphere_kale.jupyter.widget_render import GOOD as _GOOD
 from vsphere_kale.jupyter.widget_render import WARN as _WARN
+from vsphere_kale.policy.health import PodSecurityFacts, build_namespace_status
 from vsphere_kale.policy.kale import parse_notebook
 from vsphere_kale.settings import StorageSettings
 
@@ -72,6 +74,7 @@ def section(
     doc: dict[str, Any],
     claims: list[dict[str, Any]],
     classes: list[dict[str, Any]] | None = CLASSES,
+    pods: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     try:
         parsed = parse_notebook(doc)
@@ -85,8 +88,33 @@ def section(
         inputs,
         path="pipelines/train.ipynb",
         namespace="alice",
-        storage=StorageSettings(rwx_storage_class="nfs-client"),
+        storage=STORAGE,
+        pvc_rows=service_rows(claims, pods=pods),
     )
+
+
+STORAGE = StorageSettings(rwx_storage_class="nfs-client")
+
+
+def service_rows(
+    claims: list[dict[str, Any]], *, pods: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The namespace status's ``pvcs`` as the service computes them (it reads the classes)."""
+    doc = build_namespace_status(
+        "alice",
+        pvcs=claims,
+        events=[],
+        storage_classes=CLASSES,
+        webhook_configuration=None,
+        pod_security=PodSecurityFacts("off"),
+        storage=STORAGE,
+        can_reconcile=True,
+        source="admin-api",
+        now=dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc),
+        pods=pods,
+    ).to_json()
+    rows: list[dict[str, Any]] = doc["pvcs"]
+    return rows
 
 
 def status(kale: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -213,18 +241,53 @@ def test_recreate_is_offered_from_the_services_verdict_when_the_notebook_cannot_
 
 
 def test_no_button_where_the_service_would_refuse_the_recreation() -> None:
+    # Given the claim opts out of the rewrite: it cannot bind, and the service refuses it
     opted_out = copy.deepcopy(STUCK)
     opted_out["metadata"]["annotations"] = {"vsphere-kale.io/rewrite-storage-class": "false"}
+    rows = service_rows([RAW_DATA, opted_out])
     kale = section(NOTEBOOK, [RAW_DATA, opted_out])
-    refusals = {v["name"]: v.get("recreateRefusal") for v in kale["volumes"]}
+    refusals = {v["name"]: v["recreateRefusal"] for v in kale["volumes"] if v["claim"]}
+    # Then each volume with a claim carries its status row's refusal: one rule, decided once
+    assert refusals == {r["name"]: r["recreateRefusal"] for r in rows}
     assert "opts out of class rewriting" in refusals["features"]
     assert "is Bound to a volume: recreating it would lose" in refusals["raw-data"]
-    pvc_row = {"name": "features", "phase": "Pending", "verdict": "rwx-on-block-class"}
-    assert kale_recreatable(status(kale, pvcs=[pvc_row])) == []
-    # the same claim without the opt-out is offered
+    doc = status(kale, pvcs=rows)
+    assert kale_recreatable(doc) == []
+    # and the row says why, in the same words as the namespace table
+    html = render_kale_section(doc, recreatable=kale_recreatable(doc), target="nfs-client")
+    features = text(row(html, "features"))
+    assert "Recreate is not offered: claim alice/features opts out of class rewriting" in features
+    assert "Recreate on nfs-client below" not in features
+    # raw-data is Bound ReadWriteOnce: its fix is the RWX copy, there is no button to explain
+    assert "Recreate is not offered" not in row(html, "raw-data")
+    # A pod still mounting the claim is a refusal too (the service lists the pods)
+    step = {
+        "metadata": {"name": "step-1", "namespace": "alice"},
+        "spec": {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "features"}}]},
+        "status": {"phase": "Running"},
+    }
+    busy = section(NOTEBOOK, [RAW_DATA, STUCK], pods=[step])
+    busy_doc = status(busy, pvcs=service_rows([RAW_DATA, STUCK], pods=[step]))
+    assert kale_recreatable(busy_doc) == []
+    assert "mounted by pod step-1" in text(row(render_kale_section(busy_doc), "features"))
+    # The same claim without the opt-out is offered
     kale = section(NOTEBOOK, [RAW_DATA, STUCK])
     assert {v["name"]: v.get("recreateRefusal") for v in kale["volumes"]}["features"] is None
-    assert kale_recreatable(status(kale, pvcs=[pvc_row])) == ["features"]
+    assert kale_recreatable(status(kale, pvcs=service_rows([RAW_DATA, STUCK]))) == ["features"]
+
+
+def test_a_claim_the_status_does_not_list_is_not_offered() -> None:
+    kale = build_status_section(
+        NOTEBOOK,
+        KaleInputs((RAW_DATA, STUCK), tuple(CLASSES), (), notebook=parse_notebook(NOTEBOOK)),
+        path="t.ipynb",
+        namespace="alice",
+        storage=STORAGE,
+        pvc_rows=[],
+    )
+    (features,) = [v for v in kale["volumes"] if v["name"] == "features"]
+    assert "does not list claim features" in features["recreateRefusal"]
+    assert kale_recreatable(status(kale)) == []
 
 
 def test_notebook_without_kale_metadata_shows_nothing() -> None:
@@ -239,7 +302,7 @@ def test_notebook_without_kale_metadata_shows_nothing() -> None:
 def test_an_unreadable_cluster_is_a_sentence_in_the_section() -> None:
     inputs = KaleInputs((), None, None, parse_notebook(NOTEBOOK), error="Cannot check: no.")
     kale = build_status_section(
-        NOTEBOOK, inputs, path="t.ipynb", namespace="alice", storage=StorageSettings()
+        NOTEBOOK, inputs, path="t.ipynb", namespace="alice", storage=StorageSettings(), pvc_rows=[]
     )
     html = render_kale_section(status(kale))
     assert 'data-fit="none"' in html and "unknown" in html

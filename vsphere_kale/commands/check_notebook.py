@@ -4,8 +4,10 @@ Reads the notebook's ``metadata.kubeflow_notebook.volumes``, fetches the claims 
 GET each: a user needs only ``get persistentvolumeclaims`` in the namespace), the
 StorageClasses and, only for claims waiting for static binding, the PersistentVolumes (both
 cluster-scoped: when the user may not list them the verdicts say so instead of guessing), and
-prints one row per volume. Exit 0 when every claim Kale will mount is fit to be shared by its
-steps, 1 when not (or when the cluster cannot be asked), 2 on bad input.
+prints one row per volume. The reads are the panel's Kale section's own
+(:func:`vsphere_kale.health.kale_status.fetch_kale_inputs`). Exit 0 when every claim Kale will
+mount is fit to be shared by its steps, 1 when not (or when the cluster cannot be asked), 2 on
+bad input.
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vsphere_kale.errors import KubeForbidden
+from vsphere_kale.health.kale_status import fetch_kale_inputs
 from vsphere_kale.kube import Kube
-from vsphere_kale.kube import resources as r
 from vsphere_kale.kube.namespace import default_namespace
 from vsphere_kale.policy.kale import (
-    CLAIM_NAME,
-    MOUNTED_TYPE,
     KaleNotebook,
     NotebookError,
     VolumeCheck,
@@ -79,41 +78,6 @@ def read_notebook(path: str) -> tuple[Any, KaleNotebook]:
         return doc, parse_notebook(doc, source=path)
     except NotebookError as exc:
         raise BadInput(str(exc)) from exc
-
-
-def _readable(fetch: Any) -> list[dict[str, Any]] | None:
-    """A cluster-scoped list, or ``None`` when the user may not read it."""
-    try:
-        return list(fetch().get("items") or [])
-    except KubeForbidden:
-        return None
-
-
-def fetch_inputs(
-    kube: Kube, notebook: KaleNotebook, *, namespace: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
-    """The claims the notebook mounts, every StorageClass, and the PVs when any claim needs them."""
-    names = sorted(
-        {v.name for v in notebook.volumes if v.type == MOUNTED_TYPE and CLAIM_NAME.match(v.name)}
-    )
-    claims = [
-        c
-        for c in (
-            kube.get_optional(r.PERSISTENT_VOLUME_CLAIM, n, namespace=namespace) for n in names
-        )
-        if c is not None
-    ]
-    classes = _readable(lambda: kube.list(r.STORAGE_CLASS))
-    static = any(
-        (
-            (c.get("spec") or {}).get("storageClassName") == ""
-            or (c.get("spec") or {}).get("volumeName")
-        )
-        and (c.get("status") or {}).get("phase") != "Bound"
-        for c in claims
-    )
-    pvs = _readable(lambda: kube.list(r.PERSISTENT_VOLUME)) if static else []
-    return claims, classes, pvs
 
 
 def _claim_cell(check: VolumeCheck) -> str:
@@ -196,9 +160,12 @@ def check_notebook_command(
     ns = namespace or default_namespace(kubeconfig, context=context)
     kube = Kube.from_kubeconfig(kubeconfig, context=context)
     try:
-        claims, classes, pvs = fetch_inputs(kube, parsed, namespace=ns)
+        inputs = fetch_kale_inputs(kube, parsed, namespace=ns)
     finally:
         kube.close()
+    claims = list(inputs.claims)
+    classes = None if inputs.classes is None else list(inputs.classes)
+    pvs = None if inputs.pvs is None else list(inputs.pvs)
     facts = build_storage_facts(classes, pvs, settings.storage)
     checks = decide_notebook_volumes(parsed, claims, facts, namespace=ns)
     fit = decide_fit(checks)

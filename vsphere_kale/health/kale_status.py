@@ -12,7 +12,8 @@ extension: the notebook's identity, the same one the local status uses):
 * the PersistentVolumes, only when a claim waits for static binding (``storageClassName: ""``
   or ``volumeName``) and is not bound yet: the only verdict that needs them.
 
-``vsphere-kale check-notebook`` reads the same inputs the same way.
+``vsphere-kale check-notebook`` calls :func:`fetch_kale_inputs` too: one fetcher, so the CLI and
+the panel judge a notebook from the same reads.
 """
 
 from __future__ import annotations

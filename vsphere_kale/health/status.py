@@ -9,6 +9,8 @@ costs the same handful of requests:
 * get the MutatingWebhookConfiguration (by name)
 * get the Namespace, get the Kubeflow Profile (same name)
 * list RoleBindings in the namespace (psp mode only)
+* list the namespace's running pods, only when a claim could be recreated but for a pod that
+  mounts it (``pvcs[].recreateRefusal``), after the reads above
 * and discovery (which Profile version, whether PSPs are served), read once per
   :class:`~vsphere_kale.kube.Kube` and cached
 
@@ -48,8 +50,10 @@ from vsphere_kale.policy.health import (
     PodSecurityFacts,
     StorageClass,
     Unreadable,
+    build_classes_by_name,
     build_namespace_status,
 )
+from vsphere_kale.policy.recreate import decide_refusal_needs_pods
 from vsphere_kale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -398,11 +402,47 @@ def collect_status(
         now=now or dt.datetime.now(dt.timezone.utc),
         webhook_name=webhook_name,
         admission_policy=got["admission_policy"],
+        pods=fetch_pods_if_needed(
+            kube, namespace, pvcs=pvcs, storage_classes=storage_classes, settings=settings
+        ),
     )
     doc = result.to_json()
     if needs is not None:
         add_needs(doc, needs, settings=settings)
     return doc
+
+
+RUNNING_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+"""The pods that still hold their volumes: only they make a claim "in use" (policy.recreate)."""
+
+
+def fetch_pods_if_needed(
+    kube: Kube,
+    namespace: str,
+    *,
+    pvcs: list[PersistentVolumeClaim] | Unreadable,
+    storage_classes: list[StorageClass] | Unreadable,
+    settings: Settings,
+) -> list[Any] | Unreadable | None:
+    """The namespace's running pods when some claim's ``recreateRefusal`` depends on them
+    (:func:`~vsphere_kale.policy.recreate.decide_refusal_needs_pods`), else ``None``: a
+    namespace without a recreatable claim costs no pod list."""
+    if isinstance(pvcs, Unreadable) or not decide_refusal_needs_pods(
+        pvcs, storage_classes=build_classes_by_name(storage_classes), storage=settings.storage
+    ):
+        return None
+    return read_or_unreadable(
+        lambda: _items(
+            kube.list(
+                r.POD,
+                namespace=namespace,
+                field_selector=RUNNING_PODS_SELECTOR,
+                resource_version=CACHED,
+                timeout=REQUEST_TIMEOUT,
+            )
+        ),
+        forbidden=f"the caller may not list pods in {namespace}.",
+    )
 
 
 def _runs_notebooks(ns_obj: Mapping[str, Any], profile: Any) -> bool:

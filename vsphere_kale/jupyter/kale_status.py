@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,7 @@ from tornado import web
 from vsphere_kale.errors import VsphereKaleError
 from vsphere_kale.health.kale_status import KaleInputs, build_section, collect_kale_inputs
 from vsphere_kale.jupyter.service import HealthService
-from vsphere_kale.policy.recreate import RecreateRefusal, plan_recreate
-from vsphere_kale.settings import Settings, StorageSettings
+from vsphere_kale.settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -225,44 +224,45 @@ async def fetch_status_with_kale(
     )
     answer, inputs = await asyncio.gather(health.status(), inputs_future)
     document: dict[str, Any] = answer
+    rows = document.get("pvcs")
     document["kale"] = build_status_section(
         notebook,
         inputs,
         path=path,
         namespace=namespace,
         storage=decide_hint_storage(health.local.settings.storage, document),
+        pvc_rows=rows if isinstance(rows, list) else [],
     )
     return document
 
 
-def decide_recreate_refusals(inputs: KaleInputs, storage: StorageSettings) -> dict[str, str]:
-    """Claim name -> why the service would refuse to recreate it, by the service's own rule
-    (:func:`~vsphere_kale.policy.recreate.plan_recreate`) on what the claim itself shows:
-    Bound, restored from a data source, opted out of the rewrite, no RWX class. Pods are not
-    read here (the service checks them); with StorageClasses unreadable, "is it stuck" is
-    left to the verdicts."""
-    classes = {str((c.get("metadata") or {}).get("name", "")): c for c in inputs.classes or ()}
-    settings = Settings(storage=storage)
-    refusals = {}
-    for claim in inputs.claims:
-        plan = plan_recreate(claim, pods=(), storage_classes=classes, settings=settings)
-        if isinstance(plan, RecreateRefusal) and not (
-            plan.reason == "not-stuck" and inputs.classes is None
-        ):
-            refusals[str((claim.get("metadata") or {}).get("name", ""))] = plan.message
-    return refusals
+def decide_volume_refusal(name: str, rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """A Kale claim's ``recreateRefusal``: the namespace status's own for the claim (one rule,
+    decided once, by the service when it answered); a claim the status does not list is
+    refused (the service has not judged it: a refresh will)."""
+    for row in rows:
+        if isinstance(row, Mapping) and row.get("name") == name:
+            refusal = row.get("recreateRefusal")
+            return str(refusal) if refusal else None
+    return f"the namespace status does not list claim {name}: refresh to check it again"
 
 
 def build_status_section(
-    notebook: Any, inputs: KaleInputs, *, path: str, namespace: str, storage: StorageSettings
+    notebook: Any,
+    inputs: KaleInputs,
+    *,
+    path: str,
+    namespace: str,
+    storage: StorageSettings,
+    pvc_rows: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """:func:`~vsphere_kale.health.kale_status.build_section` plus where the notebook is,
     whether it has Kale metadata (the panel shows the section only then) and, per volume
-    with a claim, ``recreateRefusal``: why the one-click recreation would be refused, or
-    ``null`` (the panel offers it only then, and only for a claim that cannot bind)."""
+    with a claim, ``recreateRefusal``: the status row's (``pvc_rows``, the document's
+    ``pvcs``) for the same claim, or ``null`` (the panel offers the recreation only then, and
+    only for a claim that cannot bind)."""
     section = build_section(notebook, inputs, namespace=namespace, storage=storage, source=path)
-    refusals = decide_recreate_refusals(inputs, storage)
     for volume in section["volumes"]:
         if volume.get("claim") is not None:
-            volume["recreateRefusal"] = refusals.get(str(volume.get("name")))
+            volume["recreateRefusal"] = decide_volume_refusal(str(volume.get("name")), pvc_rows)
     return {"notebook": path, "kaleMetadata": inputs.notebook is not None, **section}

@@ -138,6 +138,13 @@ class HealthService:
         status["source"] = "local"
         status["canReconcile"] = False
         status["fallbackReason"] = reason
+        # Recreation goes through the service, so it refuses every claim for now; the local
+        # rule's own answer would be judged with this notebook's settings, not the service's.
+        for row in status.get("pvcs") or ():
+            row["recreateRefusal"] = (
+                f"the vsphere-kale service cannot be reached ({reason}): claims are "
+                "recreated only through it"
+            )
         return status
 
     async def reconcile(self) -> dict[str, Any]:

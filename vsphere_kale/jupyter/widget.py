@@ -30,6 +30,7 @@ from vsphere_kale.jupyter.widget_render import (
     e,
     name,
     recreatable_claims,
+    recreate_refusals,
     render_badge,
     render_error,
     render_pod_security,
@@ -52,6 +53,7 @@ __all__ = [
     "decide_primary_action",
     "describe_expiry",
     "recreatable_claims",
+    "recreate_refusals",
     "render_badge",
     "render_error",
     "render_pod_security",
@@ -260,6 +262,7 @@ class HealthPanel(widgets.VBox):  # type: ignore[misc]
             names=names,
             # Its fix points at the button, whether it sits here or in the Kale section.
             recreatable=recreatable,
+            refusals=recreate_refusals(status),
             target_class=self._target_class(),
         )
         self.pod_security.value = render_pod_security(status.get("podSecurity"), names=names)

@@ -7,8 +7,10 @@ for why the id and not ``JPY_SESSION_NAME``), so the panel only has to say which
 
 The one-click fix is offered only where it is safe: a claim that is not bound (so it holds no
 data) and asks for ReadWriteMany on a class that cannot give it, recreated on the RWX class
-through the service (which checks again: bound, data source, in use). A ReadWriteOnce claim
-that is Bound holds data: no button, the hint says how to make an RWX copy.
+through the service, and only where the service's own rule accepts (the claim's
+``recreateRefusal``, its namespace row's, is ``null``); elsewhere the row says why, as the
+namespace table does. A ReadWriteOnce claim that is Bound holds data: no button, the hint says
+how to make an RWX copy.
 
 Rendering is pure (status JSON in, HTML out); :class:`KaleSection` is the ipywidgets part.
 """
@@ -35,7 +37,9 @@ from vsphere_kale.jupyter.widget_render import (
     name,
     pill,
     prose,
+    pvc_rows,
     recreatable_claims,
+    render_refusal,
     verdict_pill,
 )
 
@@ -97,23 +101,48 @@ def kale_recreatable(status: Mapping[str, Any]) -> list[str]:
     both cases only an unbound claim, only when the caller may repair and not in the read-only
     local view (the same rule as :func:`~vsphere_kale.jupyter.widget.recreatable_claims`).
     """
-    kale = _kale(status)
-    if kale is None or not status.get("canReconcile") or status.get("source") == "local":
-        return []
     by_service = set(recreatable_claims(status))
     names: list[str] = []
-    for volume in _volumes(kale):
+    for volume, claim in _repair_candidates(status):
         name = str(volume.get("name") or "")
-        claim = volume.get("claim")
-        if not name or volume.get("type") != "pvc" or not isinstance(claim, Mapping):
-            continue
         if volume.get("recreateRefusal"):
-            continue  # the service would refuse (bound, opted out, restored): no button
+            continue  # the service would refuse (bound, opted out, in use): no button
         unbound = claim.get("phase") != "Bound"
         offered = name in by_service or (volume.get("verdict") in RECREATABLE and unbound)
         if offered and name not in names:
             names.append(name)
     return names
+
+
+def kale_refusals(status: Mapping[str, Any]) -> dict[str, str]:
+    """Volume -> why its claim has no Recreate button although it cannot bind (by the Kale
+    verdict or the service's): the status row's ``recreateRefusal``, the same sentence the
+    namespace table shows."""
+    service = {str(p.get("name")): p.get("verdict") for p in pvc_rows(status)}
+    return {
+        str(volume.get("name")): str(volume["recreateRefusal"])
+        for volume, _claim in _repair_candidates(status)
+        if volume.get("recreateRefusal")
+        and (
+            volume.get("verdict") in RECREATABLE
+            or service.get(str(volume.get("name"))) in RECREATABLE
+        )
+    }
+
+
+def _repair_candidates(
+    status: Mapping[str, Any],
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(volume, claim) of the notebook's claims, for a caller who may repair, from the service."""
+    kale = _kale(status)
+    if kale is None or not status.get("canReconcile") or status.get("source") == "local":
+        return []
+    found = []
+    for volume in _volumes(kale):
+        claim = volume.get("claim")
+        if volume.get("name") and volume.get("type") == "pvc" and isinstance(claim, Mapping):
+            found.append((volume, claim))
+    return found
 
 
 def count_unfit(kale: Mapping[str, Any]) -> int:
@@ -162,6 +191,7 @@ def _row(
     recreatable: bool,
     target: str,
     pvc: Mapping[str, Any] | None = None,
+    refusal: str | None = None,
 ) -> str:
     """One block per volume, like the namespace's claims: name, verdict and mount point; what
     the claim is; why and the fix when the steps cannot share it."""
@@ -189,6 +219,8 @@ def _row(
                 f"<div><i>Or:</i> <b>Recreate on {name(target)}</b> below "
                 "(it holds no data yet).</div>"
             )
+        elif refusal:
+            lines.append(render_refusal(refusal, names=known))
     return (
         f'<div class="vsk-kale-row" data-volume="{e(volume_name)}" data-verdict="{e(verdict)}" '
         f'style="padding:4px 0;border-top:1px solid #e0e0e0">{"".join(lines)}</div>'
@@ -237,6 +269,7 @@ def render_kale_section(
         )
     if volumes:
         offered = set(recreatable)
+        refused = kale_refusals(status)
         pvcs = status.get("pvcs")
         by_name = {
             str(p.get("name")): p for p in (pvcs if isinstance(pvcs, list) else [])
@@ -248,6 +281,7 @@ def render_kale_section(
                 recreatable=str(v.get("name") or "") in offered,
                 target=target,
                 pvc=by_name.get(str(v.get("name") or "")) if v.get("type") == "pvc" else None,
+                refusal=refused.get(str(v.get("name") or "")),
             )
             for v in volumes
         )

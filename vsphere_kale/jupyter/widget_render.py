@@ -223,11 +223,13 @@ def render_pvc_table(
     *,
     names: Iterable[str] = (),
     recreatable: Iterable[str] = (),
+    refusals: Mapping[str, str] | None = None,
     target_class: str = "",
 ) -> str:
     """One block per claim: its name and verdict; what it asks (modes, class, phase); why and
-    the fix when it is a problem. Blocks, not a six-column table: a table cannot fit a 400 px
-    notebook without breaking names or hiding the verdict off to the right."""
+    the fix when it is a problem; for a claim in ``refusals``, why it has no Recreate button.
+    Blocks, not a six-column table: a table cannot fit a 400 px notebook without breaking
+    names or hiding the verdict off to the right."""
     if not pvcs:
         return (
             f'<div class="vsk-pvcs" style="{_BLOCK}">'
@@ -275,6 +277,8 @@ def render_pvc_table(
             )
             if hint:
                 lines.append(f"<div><i>Fix:</i> {hint}</div>")
+            if refusals and raw_name in refusals:
+                lines.append(render_refusal(refusals[raw_name], names=known))
         blocks.append(
             f'<div class="vsk-pvc-row" data-pvc="{e(raw_name)}" '
             f'style="padding:4px 0;border-top:1px solid #e0e0e0">{"".join(lines)}</div>'
@@ -412,19 +416,43 @@ def render_reconcile_result(result: Mapping[str, Any]) -> str:
 
 
 # Verdicts the one-click recreation repairs: an unbound claim whose class cannot give what it
-# asks for. The admin API re-checks (Bound, data source, in use) and refuses with a sentence.
+# asks for. The service says in each row whether its rule accepts (``recreateRefusal``).
 RECREATABLE = frozenset({"rwx-on-block-class", "class-missing"})
 
 
-def recreatable_claims(status: Mapping[str, Any]) -> list[str]:
-    """Names of the claims the panel offers to recreate on the RWX class."""
+def _repair_candidates(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Rows where a Recreate button belongs, for a caller who may repair, from the service."""
     if not status.get("canReconcile") or status.get("source") == "local":
         return []
+    return [p for p in pvc_rows(status) if p.get("verdict") in RECREATABLE and p.get("name")]
+
+
+def recreatable_claims(status: Mapping[str, Any]) -> list[str]:
+    """Names of the claims the panel offers to recreate on the RWX class: those the service's
+    rule accepts (no ``recreateRefusal``; a service older than the field: unbound ones)."""
     return [
         str(p.get("name"))
-        for p in pvc_rows(status)
-        if p.get("verdict") in RECREATABLE and p.get("phase") != "Bound" and p.get("name")
+        for p in _repair_candidates(status)
+        if not p.get("recreateRefusal") and p.get("phase") != "Bound"
     ]
+
+
+def recreate_refusals(status: Mapping[str, Any]) -> dict[str, str]:
+    """Claim -> why there is no Recreate button where one would be expected: the service's
+    sentence (``pvcs[].recreateRefusal``), shown in the row instead of the button."""
+    return {
+        str(p.get("name")): str(p["recreateRefusal"])
+        for p in _repair_candidates(status)
+        if p.get("recreateRefusal")
+    }
+
+
+def render_refusal(refusal: str, *, names: Iterable[str] = ()) -> str:
+    """ "Recreate is not offered: <the service's sentence>" (words, not a disabled button)."""
+    return (
+        f'<div class="vsk-recreate-refusal" style="color:{MUTED}"><i>Recreate is not offered:'
+        f"</i> {prose(refusal, names)}</div>"
+    )
 
 
 def decide_primary_action(status: Mapping[str, Any]) -> str:

@@ -77,6 +77,7 @@ from vsphere_kale.policy.health_pvc import (
     latest_provisioning_failures,
 )
 from vsphere_kale.policy.health_webhook import WEBHOOK_RULES, decide_webhook
+from vsphere_kale.policy.recreate import decide_recreate_refusal
 from vsphere_kale.policy.text import sentence
 from vsphere_kale.settings import StorageSettings
 
@@ -121,7 +122,9 @@ __all__ = [
     "WebhookVerdict",
     "build_claim_facts",
     "build_class_context",
+    "build_classes_by_name",
     "build_namespace_status",
+    "build_pods_by_claim",
     "decide_overall",
     "decide_pod_security",
     "decide_pvc",
@@ -207,6 +210,32 @@ def decide_pod_security(
 # --- the whole namespace ----------------------------------------------------------------------
 
 
+def build_classes_by_name(
+    storage_classes: Sequence[StorageClass] | Unreadable,
+) -> dict[str, Mapping[str, Any]]:
+    """StorageClass name -> class, as the recreation rule takes them; empty when unreadable
+    (then every class counts as missing: only the claim's own facts decide a refusal)."""
+    if isinstance(storage_classes, Unreadable):
+        return {}
+    return {str((sc.get("metadata") or {}).get("name", "")): sc for sc in storage_classes}
+
+
+def build_pods_by_claim(
+    pods: Iterable[Mapping[str, Any]],
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Claim name -> the pods whose volumes name it: each claim's rule then reads its own few
+    pods, not every pod of the namespace (hundreds of claims times hundreds of pods)."""
+    found: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        names = {
+            (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            for volume in (pod.get("spec") or {}).get("volumes") or ()
+        }
+        for name in names - {None}:
+            found.setdefault(str(name), []).append(pod)
+    return found
+
+
 def decide_overall(severities: Iterable[Severity | None]) -> Overall:
     """``broken`` on any error, ``degraded`` on any warning, else ``healthy`` (info ignored)."""
     worst = max((SEVERITY_RANK[s] for s in severities if s), default=0)
@@ -231,8 +260,15 @@ def build_namespace_status(
     now: dt.datetime,
     webhook_name: str = WEBHOOK_CONFIGURATION_NAME,
     admission_policy: Mapping[str, Any] | Unreadable | None = None,
+    pods: Sequence[Mapping[str, Any]] | Unreadable | None = None,
 ) -> NamespaceHealth:
-    """Every verdict for one namespace, the problems list (worst first) and ``overall``."""
+    """Every verdict for one namespace, the problems list (worst first) and ``overall``.
+
+    ``pods`` (the namespace's pods; ``None`` when not read because
+    :func:`~vsphere_kale.policy.recreate.decide_refusal_needs_pods` said no claim needs
+    them, :class:`Unreadable` when the caller may not list them) decide the "in use" refusal
+    of each row's ``recreateRefusal``; unread, only the claim's own facts decide it (the
+    admin API checks the pods again when asked)."""
     webhook = decide_webhook(
         webhook_configuration,
         storage_classes,
@@ -250,8 +286,23 @@ def build_namespace_status(
     if isinstance(pvcs, Unreadable):
         problems.append(Problem("pvc", "", "info", sentence(pvcs.reason, capitalize=False), ""))
     else:
+        classes = build_classes_by_name(storage_classes)
+        mounting = build_pods_by_claim(() if pods is None or isinstance(pods, Unreadable) else pods)
         for pvc in sorted(pvcs, key=lambda p: (p.get("metadata") or {}).get("name", "")):
-            health = decide_pvc(pvc, storage=storage, ctx=ctx, failures=failures, now=now)
+            refusal = decide_recreate_refusal(
+                pvc,
+                pods=mounting.get((pvc.get("metadata") or {}).get("name", ""), ()),
+                storage_classes=classes,
+                storage=storage,
+            )
+            health = decide_pvc(
+                pvc,
+                storage=storage,
+                ctx=ctx,
+                failures=failures,
+                now=now,
+                recreate_refusal=refusal.message if refusal is not None else None,
+            )
             pvc_results.append(health)
             if health.severity in ("error", "warning"):
                 problems.append(

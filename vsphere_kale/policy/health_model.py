@@ -161,6 +161,10 @@ class PvcHealth:
     severity: Severity | None
     message: str
     hint: str
+    recreate_refusal: str | None = None
+    """Why the admin API would refuse to recreate the claim (its own rule,
+    :func:`~vsphere_kale.policy.recreate.decide_recreate_refusal`); ``None`` when it would
+    recreate it on the RWX class."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +179,7 @@ class PvcHealth:
             "severity": self.severity,
             "message": self.message,
             "hint": self.hint,
+            "recreateRefusal": self.recreate_refusal,
         }
 
 

@@ -346,8 +346,12 @@ def decide_pvc(
     ctx: ClassContext,
     failures: Mapping[str, Event],
     now: dt.datetime,
+    recreate_refusal: str | None = None,
 ) -> PvcHealth:
-    """One claim's verdict: the first of :data:`PVC_RULES` that matches decides, else ``ok``."""
+    """One claim's verdict: the first of :data:`PVC_RULES` that matches decides, else ``ok``.
+
+    ``recreate_refusal`` is carried into the row as it is (the recreation rule's sentence,
+    decided by :func:`~vsphere_kale.policy.recreate.decide_recreate_refusal`)."""
     claim = build_claim_facts(pvc, storage=storage, ctx=ctx, failures=failures, now=now)
     verdict = next(
         (found for rule in PVC_RULES if (found := rule(claim, ctx)) is not None),
@@ -370,4 +374,5 @@ def decide_pvc(
         severity=verdict.severity,
         message=verdict.message,
         hint=verdict.hint,
+        recreate_refusal=recreate_refusal,
     )

@@ -7,13 +7,15 @@ maybe with data), not restored or cloned from a data source (recreating would dr
 restore into a fresh empty volume on another class), and not mounted by a running pod.
 
 Pure: the claim, the pods of its namespace, the StorageClasses by name and the settings in;
-a :class:`RecreatePlan` or a :class:`RecreateRefusal` (a sentence) out.
+a :class:`RecreatePlan` or a :class:`RecreateRefusal` (a sentence) out. The admin API acts on
+:func:`plan_recreate`; the status document says in advance what it would answer
+(:func:`decide_recreate_refusal`, the same rules), so the panel offers only what it accepts.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +24,7 @@ from vsphere_kale.policy.storage import (
     OPT_OUT_ANNOTATION,
     ORIGINAL_CLASS_ANNOTATION,
 )
-from vsphere_kale.settings import Settings
+from vsphere_kale.settings import Settings, StorageSettings
 
 RefusalReason = Literal[
     "not-configured", "bound", "data-source", "in-use", "opted-out", "not-stuck"
@@ -125,10 +127,55 @@ def plan_recreate(
     settings: Settings,
 ) -> RecreatePlan | RecreateRefusal:
     """Recreate ``claim`` on the RWX class, or say why not (first matching rule decides)."""
+    return _plan(claim, pods=pods, storage_classes=storage_classes, storage=settings.storage)
+
+
+def decide_recreate_refusal(
+    claim: Mapping[str, Any],
+    *,
+    pods: Sequence[Mapping[str, Any]],
+    storage_classes: Mapping[str, Mapping[str, Any]],
+    storage: StorageSettings,
+) -> RecreateRefusal | None:
+    """Why :func:`plan_recreate` would refuse ``claim``, or ``None`` when it would recreate it.
+
+    The status document's ``pvcs[].recreateRefusal`` (:mod:`vsphere_kale.policy.health`): the
+    panel offers its Recreate button only where the service's own rule accepts, and says the
+    rule's sentence instead of the button elsewhere.
+    """
+    plan = _plan(claim, pods=pods, storage_classes=storage_classes, storage=storage)
+    return plan if isinstance(plan, RecreateRefusal) else None
+
+
+def decide_refusal_needs_pods(
+    claims: Iterable[Mapping[str, Any]],
+    *,
+    storage_classes: Mapping[str, Mapping[str, Any]],
+    storage: StorageSettings,
+) -> bool:
+    """Whether the pods decide any claim's refusal: some claim passes every rule but "in use".
+
+    A status reads the namespace's pods only then (a namespace whose claims are all Bound or
+    fine, the usual case, costs no pod list).
+    """
+    return any(
+        decide_recreate_refusal(c, pods=(), storage_classes=storage_classes, storage=storage)
+        is None
+        for c in claims
+    )
+
+
+def _plan(
+    claim: Mapping[str, Any],
+    *,
+    pods: Sequence[Mapping[str, Any]],
+    storage_classes: Mapping[str, Mapping[str, Any]],
+    storage: StorageSettings,
+) -> RecreatePlan | RecreateRefusal:
     meta = claim.get("metadata") or {}
     spec = claim.get("spec") or {}
     where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-    target = settings.storage.rwx_storage_class
+    target = storage.rwx_storage_class
     if not target:
         return RecreateRefusal(
             "not-configured",
@@ -166,9 +213,9 @@ def plan_recreate(
         )
     modes = set(spec.get("accessModes") or [])
     current = _class_of(claim)
-    asks_rwx = bool(modes & set(settings.storage.access_modes))
+    asks_rwx = bool(modes & set(storage.access_modes))
     class_lacks_rwx = current not in storage_classes or (
-        current != target and current not in settings.storage.rwx_capable_classes
+        current != target and current not in storage.rwx_capable_classes
     )
     if not asks_rwx or not class_lacks_rwx:
         why = (
