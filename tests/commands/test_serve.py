@@ -23,7 +23,7 @@ from kubernetes import client
 # Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
 
-from vsphere_kale.install import certs
+from vsphere_kale.install import admission_policy, certs
 from vsphere_kale.sandbox.testing import RunningSandbox
 
 PROFILE_YAML = """\
@@ -278,11 +278,11 @@ def test_not_ready_until_the_informers_synced(sandbox: RunningSandbox) -> None:
 def test_serve_without_the_webhook_keeps_reconciler_and_probes(
     sandbox_factory: Callable[..., RunningSandbox], serves: Callable[..., Serve]
 ) -> None:
-    """``serve --no-webhook``, as ``install --admission policy`` renders it."""
+    """``serve --no-webhook --no-cert-rotation``, as ``install --admission policy`` renders it."""
     running = sandbox_factory(flavor="psa", kubeflow=True, tls=True)
     api = running.api_client()
     ensure_namespace(api, "vsphere-kale")
-    serve = serves(running, "serve-policy", "--no-webhook")
+    serve = serves(running, "serve-policy", *admission_policy.SERVER_FLAGS)
     wait_for("/readyz", serve.ready, timeout=120)
     wait_for("leader", lambda: lease_holder(api) == "serve-policy", timeout=5)
     url = f"https://127.0.0.1:{serve.port}/mutate/persistentvolumeclaims"

@@ -84,7 +84,7 @@ class AdminApiClient:
     """Talks to ``GET /api/v1/namespaces/{ns}/status`` and ``POST .../reconcile``."""
 
     url: str
-    """Base URL of the admin API, e.g. ``https://vsphere-kale.vsphere-kale.svc``."""
+    """Base URL of the admin API, e.g. ``https://vsphere-kale.vsphere-kale.svc:8444``."""
     token_file: str
     """Service-account token, sent as ``Authorization: Bearer``; re-read on each call."""
     ca_file: str | None
