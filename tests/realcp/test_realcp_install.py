@@ -99,9 +99,12 @@ def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prun
         deployment = apps.read_namespaced_deployment(NS, NS)
         assert deployment.spec.replicas == 2
         # ...kept what the admin added beside our fields...
-        (container,) = deployment.spec.template.spec.containers
-        env = {e.name: e.value for e in container.env or []}
-        assert env["HTTPS_PROXY"] == "http://proxy:3128"
+        # (kubectl set env sets it in both containers: serve and webhook)
+        containers = deployment.spec.template.spec.containers
+        assert [c.name for c in containers] == ["vsphere-kale", "webhook"]
+        for container in containers:
+            env = {e.name: e.value for e in container.env or []}
+            assert env["HTTPS_PROXY"] == "http://proxy:3128", container.name
         assert deployment.metadata.labels["team"] == "platform"
         managers = {m.manager for m in deployment.metadata.managed_fields}
         assert FIELD_MANAGER in managers
