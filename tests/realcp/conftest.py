@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, wait_for
+from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, default_service_account, wait_for
 
 from vsphere_kale.controlplane import RunningControlPlane
 
@@ -127,3 +127,60 @@ def profile_crd(admin_api: client.ApiClient) -> str:
 
     wait_for("profiles.kubeflow.org established", established)
     return "profiles.kubeflow.org"
+
+
+@pytest.fixture
+def profile_namespace_factory(
+    admin_api: client.ApiClient, profile_crd: str
+) -> Iterator[Callable[..., str]]:
+    """Kubeflow profile namespaces as the profile controller makes them: the Profile, then the
+    Namespace it controls (the controller reference the reconciler requires) with ``labels``,
+    its ``default`` ServiceAccount (from the controller manager) and ``service_accounts``.
+    Deleted, Profile included, at the end of the test."""
+    custom = client.CustomObjectsApi(admin_api)
+    core = client.CoreV1Api(admin_api)
+    made: list[str] = []
+
+    def make(prefix: str, labels: dict[str, str], *, service_accounts: tuple[str, ...] = ()) -> str:
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        profile = custom.create_cluster_custom_object(
+            "kubeflow.org",
+            "v1",
+            "profiles",
+            {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": "Profile",
+                "metadata": {"name": name},
+                "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
+            },
+        )
+        made.append(name)
+        owner = {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "Profile",
+            "name": name,
+            "uid": profile["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        core.create_namespace(
+            {"metadata": {"name": name, "labels": labels, "ownerReferences": [owner]}}
+        )
+        default_service_account(admin_api, name)
+        for account in service_accounts:
+            core.create_namespaced_service_account(name, {"metadata": {"name": account}})
+        return name
+
+    yield make
+    for name in made:
+        for delete in (
+            lambda name=name: core.delete_namespace(name),
+            lambda name=name: custom.delete_cluster_custom_object(
+                "kubeflow.org", "v1", "profiles", name
+            ),
+        ):
+            try:
+                delete()
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise

@@ -15,8 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,55 +104,9 @@ def create_pod(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> di
 
 
 @pytest.fixture
-def profile_namespace(admin_api: client.ApiClient, profile_crd: str) -> Iterator[Callable[[], str]]:
-    """A Kubeflow profile namespace as the profile controller makes it: the Profile, then the
-    labelled Namespace (its ``default`` ServiceAccount from the controller manager)."""
-    custom = client.CustomObjectsApi(admin_api)
-    core = client.CoreV1Api(admin_api)
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"psa-{secrets.token_hex(3)}"
-        profile = custom.create_cluster_custom_object(
-            "kubeflow.org",
-            "v1",
-            "profiles",
-            {
-                "apiVersion": "kubeflow.org/v1",
-                "kind": "Profile",
-                "metadata": {"name": name},
-                "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
-            },
-        )
-        made.append(name)
-        # Owned by the Profile (the controller reference the reconciler requires).
-        owner = {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "name": name,
-            "uid": profile["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        core.create_namespace(
-            {"metadata": {"name": name, "labels": PROFILE_LABEL, "ownerReferences": [owner]}}
-        )
-        default_service_account(admin_api, name)
-        return name
-
-    yield make
-    for name in made:
-        for delete in (
-            lambda name=name: core.delete_namespace(name),
-            lambda name=name: custom.delete_cluster_custom_object(
-                "kubeflow.org", "v1", "profiles", name
-            ),
-        ):
-            try:
-                delete()
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+def profile_namespace(profile_namespace_factory: Callable[..., str]) -> Callable[[], str]:
+    """A Kubeflow profile namespace, as the profile controller makes it."""
+    return lambda: profile_namespace_factory("psa", PROFILE_LABEL)
 
 
 def reconcile(cp: RunningControlPlane, namespace: str, tmp_path: Path, level: str) -> None:

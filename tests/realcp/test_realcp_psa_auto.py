@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,53 +35,12 @@ PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile", "istio-inject
 
 
 @pytest.fixture
-def profile_namespace(admin_api: client.ApiClient, profile_crd: str) -> Iterator[Callable[[], str]]:
-    custom = client.CustomObjectsApi(admin_api)
-    core = client.CoreV1Api(admin_api)
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"auto-{secrets.token_hex(3)}"
-        profile = custom.create_cluster_custom_object(
-            "kubeflow.org",
-            "v1",
-            "profiles",
-            {
-                "apiVersion": "kubeflow.org/v1",
-                "kind": "Profile",
-                "metadata": {"name": name},
-                "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
-            },
-        )
-        made.append(name)
-        owner = {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "name": name,
-            "uid": profile["metadata"]["uid"],
-            "controller": True,
-        }
-        core.create_namespace(
-            {"metadata": {"name": name, "labels": PROFILE_LABELS, "ownerReferences": [owner]}}
-        )
-        default_service_account(admin_api, name)
-        # Notebook pods run as default-editor (the profile controller makes it).
-        core.create_namespaced_service_account(name, {"metadata": {"name": "default-editor"}})
-        return name
-
-    yield make
-    for name in made:
-        for delete in (
-            lambda name=name: core.delete_namespace(name),
-            lambda name=name: custom.delete_cluster_custom_object(
-                "kubeflow.org", "v1", "profiles", name
-            ),
-        ):
-            try:
-                delete()
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+def profile_namespace(profile_namespace_factory: Callable[..., str]) -> Callable[[], str]:
+    """A profile namespace; notebook pods run as default-editor (the profile controller
+    makes it)."""
+    return lambda: profile_namespace_factory(
+        "auto", PROFILE_LABELS, service_accounts=("default-editor",)
+    )
 
 
 def reconcile(
