@@ -131,11 +131,15 @@ class Informer:
         resync_seconds: float,
         handlers: dict[str, Handler],
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> None:
         self.name = name
         self.lister = RawList(kube.list_function(resource), what=name)
         self._informer = SharedInformer(
-            self.lister, resync_period=int(resync_seconds), label_selector=label_selector
+            self.lister,
+            resync_period=int(resync_seconds),
+            label_selector=label_selector,
+            field_selector=field_selector,
         )
         for event, handler in handlers.items():
             self._informer.add_event_handler(event, handler)
