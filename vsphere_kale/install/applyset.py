@@ -114,9 +114,9 @@ def build_parent(
         TOOLING_ANNOTATION: TOOLING,
         GROUP_KINDS_ANNOTATION: ",".join(sorted(set(group_kinds))),
     }
+    # Written even when empty, as kubectl does.
     extra = sorted(set(additional_namespaces) - {namespace})
-    if extra:
-        annotations[NAMESPACES_ANNOTATION] = ",".join(extra)
+    annotations[NAMESPACES_ANNOTATION] = ",".join(extra)
     return {
         "apiVersion": "v1",
         "kind": PARENT_KIND,
