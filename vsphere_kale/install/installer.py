@@ -19,9 +19,12 @@ Objects are addressed through a static table of the kinds deploy/ renders
 (:data:`RESOURCES`, from :mod:`vsphere_kale.kube.resources`; an unknown kind is a bug in
 deploy/ and stops the install before any write).
 
-Uninstall removes only objects that carry ``app.kubernetes.io/managed-by: vsphere-kale`` *and*
-have one of the names install renders, in reverse apply order; the namespace only when
-install created it (annotation :data:`CREATED_BY_ANNOTATION`).
+Everything applied but the Namespace is a member of the installation's KEP-3659 ApplySet
+(:mod:`.applyset`); after applying, install prunes the members it no longer renders (another
+``--admission`` mode's objects, a dropped component's, an older version's) -- only objects we
+labelled *and* server-side applied, each by uid -- and says so (``deleted (pruned: ...)``).
+Uninstall (:mod:`.uninstall`) deletes the whole set; the namespace only when install created
+it (annotation :data:`CREATED_BY_ANNOTATION`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,12 @@ from vsphere_kale.errors import (
     KubeNotFound,
     VsphereKaleError,
 )
-from vsphere_kale.install import applyset, certs, render, rotation
+from vsphere_kale.install import applyset, render, rotation
+from vsphere_kale.install.install_certs import (
+    TlsMaterial,
+    build_certificates,
+    build_serving_names,
+)
 from vsphere_kale.kube import Kube, Resource
 from vsphere_kale.kube import resources as r
 from vsphere_kale.settings import Settings, settings_from_mapping
@@ -325,73 +333,6 @@ class Installer:
             data = rotation.decode_secret_data(secret)
             annotations = dict((secret.get("metadata") or {}).get("annotations") or {})
         return data, annotations, rotation.bundle_of(hooks)
-
-
-@dataclass(frozen=True)
-class TlsMaterial:
-    """What install writes for self-managed certificates."""
-
-    data: dict[str, bytes]
-    """Secret data: ca.crt, ca.key, tls.crt, tls.key."""
-    bundle: bytes
-    """The webhook's caBundle (PEM): the CA, plus the previous one during a rollover."""
-    annotations: dict[str, str]
-
-
-def build_serving_names(
-    namespace: str, annotations: Mapping[str, str], extras: Sequence[str]
-) -> list[str]:
-    """The Service's names, the installed extras (re-runs keep them) and ``extras``."""
-    installed = rotation.serving_names([], annotations)
-    return rotation.serving_names(
-        certs.service_dns_names(render.NAME, namespace),
-        {rotation.EXTRA_SANS_ANNOTATION: ",".join([*installed, *extras])},
-    )
-
-
-def build_certificates(
-    plan: rotation.InstallCertPlan,
-    existing: Mapping[str, bytes] | None,
-    annotations: Mapping[str, str],
-    *,
-    namespace: str,
-    now: dt.datetime,
-    extras: Sequence[str] = (),
-) -> TlsMaterial:
-    """Generate (or reuse) the TLS material the install plan asks for."""
-    names = build_serving_names(namespace, annotations, extras)
-    service_names = certs.service_dns_names(render.NAME, namespace)
-    notes = {k: v for k, v in annotations.items() if k == rotation.ROLLOVER_ANNOTATION}
-    if len(names) > len(service_names):
-        # The rotator renews with the same names (rotation.serving_names reads this back).
-        notes[rotation.EXTRA_SANS_ANNOTATION] = ",".join(names[len(service_names) :])
-    if plan.action == "new-ca" or existing is None:
-        ca_cert, ca_key = certs.build_ca(
-            f"vsphere-kale-ca ({namespace}, {rotation.format_time(now)})", days=rotation.CA_DAYS
-        )
-        notes.pop(rotation.ROLLOVER_ANNOTATION, None)
-        if plan.keep_in_bundle:
-            # The leader drops the previous CA from the bundle after the grace period.
-            notes[rotation.ROLLOVER_ANNOTATION] = rotation.format_time(now)
-    else:
-        ca_cert, ca_key = existing[rotation.CA_CERT], existing[rotation.CA_KEY]
-    if plan.action == "reuse" and existing is not None:
-        tls_cert, tls_key = existing[rotation.TLS_CERT], existing[rotation.TLS_KEY]
-    else:
-        tls_cert, tls_key = rotation.issue_serving_cert(
-            ca_cert, ca_key, names=names, days=rotation.SERVING_DAYS
-        )
-    data = {
-        rotation.CA_CERT: ca_cert,
-        rotation.CA_KEY: ca_key,
-        rotation.TLS_CERT: tls_cert,
-        rotation.TLS_KEY: tls_key,
-    }
-    bundle = rotation.build_bundle(
-        rotation.parse_bundle(ca_cert)
-        + [c for pem in plan.keep_in_bundle for c in rotation.parse_bundle(pem)]
-    )
-    return TlsMaterial(data, bundle, notes)
 
 
 def prepare_manifests(
