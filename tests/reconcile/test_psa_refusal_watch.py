@@ -12,6 +12,8 @@ can explain a level raised during the test.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ import pytest
 from kubernetes import client
 from reconcile_helpers import ENFORCE, ns_labels, wait_for
 
+from vsphere_kale.health.psa_evidence import FAILED_CREATE_SELECTOR
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
+from vsphere_kale.kube.informers import Informer
 from vsphere_kale.reconcile.reconciler import Reconciler
 from vsphere_kale.sandbox.testing import RunningSandbox
 from vsphere_kale.settings import PodSecuritySettings, Settings
@@ -167,3 +171,74 @@ def test_only_new_refusals_in_managed_namespaces_trigger_a_reconcile(
     # Then: exactly two refusals triggered a reconcile (steps' first one, and the marker).
     assert refusals(reconciler) == seen + 2
     assert ENFORCE not in ns_labels(sandbox.api_client(), "unmanaged")
+
+
+def test_a_refused_watch_is_retried_with_backoff_not_in_a_busy_loop(
+    sandbox_factory: Callable[..., RunningSandbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given: RBAC that allows listing Events but not watching them (a ClusterRole from before
+    # the watch was granted). kube-apiserver answers each watch with 403 at once, and the
+    # client's SharedInformer reopens a refused watch immediately.
+    running = sandbox_factory(authorization=True)
+    admin = Kube(running.api_client())
+    admin.create(r.NAMESPACE, {"metadata": {"name": "vsphere-kale"}})
+    admin.create(
+        r.SERVICE_ACCOUNT, {"metadata": {"name": "vsphere-kale"}}, namespace="vsphere-kale"
+    )
+    admin.create(
+        r.CLUSTER_ROLE,
+        {
+            "metadata": {"name": "events-list-only"},
+            "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}],
+        },
+    )
+    admin.create(
+        r.CLUSTER_ROLE_BINDING,
+        {
+            "metadata": {"name": "events-list-only"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "events-list-only",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "vsphere-kale", "namespace": "vsphere-kale"}
+            ],
+        },
+    )
+    token = (
+        client.CoreV1Api(running.api_client())
+        .create_namespaced_service_account_token(
+            "vsphere-kale", "vsphere-kale", {"spec": {"audiences": []}}
+        )
+        .status.token
+    )
+    waits: list[float] = []
+    enough = threading.Event()
+
+    def wait(seconds: float) -> bool:
+        # The injected clock: record the backoff instead of sleeping it.
+        waits.append(seconds)
+        if len(waits) >= 9:
+            enough.set()
+        return enough.wait(0.01) if len(waits) >= 9 else False
+
+    informer = Informer(
+        Kube(running.api_client(token)),
+        r.EVENT,
+        name="events",
+        resync_seconds=AN_HOUR,
+        handlers={},
+        field_selector=FAILED_CREATE_SELECTOR,
+        backoff_wait=wait,
+    )
+    caplog.set_level(logging.INFO, logger="vsphere_kale.kube.informers")
+    informer.start()
+    try:
+        wait_for("nine refused watches", enough.is_set, timeout=20)
+    finally:
+        informer.stop(5)
+    # Then: each refusal doubles the wait, up to a minute; one sentence names what is missing.
+    assert waits[:9] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    refused = [m for m in caplog.messages if "retrying with backoff" in m]
+    assert len(refused) == 1 and "watch" in refused[0] and "events" in refused[0], refused
