@@ -56,7 +56,7 @@ def lines(stdout: str) -> dict[str, str]:
     return found
 
 
-def configmap(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+def configmap(name: str, namespace: str, *, labels: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -65,7 +65,7 @@ def configmap(name: str, namespace: str, labels: dict[str, str]) -> dict[str, An
     }
 
 
-def exists(kube: Kube, resource: r.Resource, name: str, namespace: str | None = None) -> bool:
+def exists(kube: Kube, resource: r.Resource, *, name: str, namespace: str | None = None) -> bool:
     return kube.get_optional(resource, name, namespace=namespace) is not None
 
 
@@ -115,7 +115,7 @@ def test_our_applyset_id_is_the_one_kubectl_computes(sandbox: RunningSandbox) ->
         result.stderr
     )
     assert "Traceback" not in result.stderr
-    assert exists(kube, r.CONFIG_MAP, "probe", NS)
+    assert exists(kube, r.CONFIG_MAP, name="probe", namespace=NS)
 
 
 def test_kubectl_sees_our_applyset_and_will_not_prune_it_as_its_own(
@@ -125,7 +125,7 @@ def test_kubectl_sees_our_applyset_and_will_not_prune_it_as_its_own(
     done = kubectl_apply_with_applyset(sandbox)
     assert done.returncode != 0
     assert 'managed by tooling "vsphere-kale" instead of "kubectl"' in done.stderr, done.stderr
-    assert exists(Kube(sandbox.api_client()), r.DEPLOYMENT, NS, NS)
+    assert exists(Kube(sandbox.api_client()), r.DEPLOYMENT, name=NS, namespace=NS)
 
 
 def test_a_dropped_component_is_previewed_then_pruned(
@@ -145,7 +145,7 @@ def test_a_dropped_component_is_previewed_then_pruned(
     preview = lines(out)
     for name in PSP_OBJECTS:
         assert preview[name] == "deleted (server dry run) (pruned: no longer rendered)", out
-    assert exists(kube, r.POD_SECURITY_POLICY, "vsphere-kale-restricted")
+    assert exists(kube, r.POD_SECURITY_POLICY, name="vsphere-kale-restricted")
 
     # When: it installs so
     code, out = cli(running, "install")
@@ -155,14 +155,19 @@ def test_a_dropped_component_is_previewed_then_pruned(
     assert {k: v for k, v in done.items() if v != "unchanged"} == {
         name: "deleted (pruned: no longer rendered)" for name in PSP_OBJECTS
     }, out
-    assert not exists(kube, r.POD_SECURITY_POLICY, "vsphere-kale-restricted")
-    assert not exists(kube, r.CLUSTER_ROLE, "psp:vsphere-kale-restricted")
-    assert not exists(kube, r.ROLE_BINDING, "psp:vsphere-kale-restricted", NS)
+    assert not exists(kube, r.POD_SECURITY_POLICY, name="vsphere-kale-restricted")
+    assert not exists(kube, r.CLUSTER_ROLE, name="psp:vsphere-kale-restricted")
+    assert not exists(kube, r.ROLE_BINDING, name="psp:vsphere-kale-restricted", namespace=NS)
     # And the parent no longer names the kind; a second run finds nothing to prune.
     parent = kube.get(r.CONFIG_MAP, applyset.PARENT_NAME, namespace=NS)
     assert "PodSecurityPolicy.policy" not in applyset.recorded_group_kinds(parent)
     code, out = cli(running, "install")
     assert code == 0 and set(lines(out).values()) == {"unchanged"}, out
+    # No orphan: the set's members are exactly what this install printed, bar the Namespace
+    # and the parent (neither is a member).
+    members = applyset.fetch_members(kube, SET_ID, resources=RESOURCES.values(), namespaces={NS})
+    printed = set(lines(out)) - {f"namespace/{NS}", f"configmap/{applyset.PARENT_NAME}"}
+    assert {render.ObjectKey.of(m).describe() for m in members} == printed
 
 
 def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
@@ -179,23 +184,25 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
     # An object an older version applied and this one no longer renders:
     kube.apply(
         r.CONFIG_MAP,
-        configmap("vsphere-kale-legacy", ns, ours),
+        configmap("vsphere-kale-legacy", ns, labels=ours),
         namespace=ns,
         field_manager="vsphere-kale",
     )
     # Our labels copied onto an admin's object (created, not applied by us):
-    kube.create(r.CONFIG_MAP, configmap("vsphere-kale-notes", ns, ours), namespace=ns)
+    kube.create(r.CONFIG_MAP, configmap("vsphere-kale-notes", ns, labels=ours), namespace=ns)
     # ... and onto another tool's (server-side applied by another manager):
     kube.apply(
         r.CONFIG_MAP,
-        configmap("vsphere-kale-gitops", ns, ours),
+        configmap("vsphere-kale-gitops", ns, labels=ours),
         namespace=ns,
         field_manager="argocd-controller",
     )
     # A similar name with our managed-by label but outside the set, namespaced and not:
     kube.create(
         r.CONFIG_MAP,
-        configmap("vsphere-kale-config-old", ns, {render.MANAGED_BY_LABEL: render.MANAGED_BY}),
+        configmap(
+            "vsphere-kale-config-old", ns, labels={render.MANAGED_BY_LABEL: render.MANAGED_BY}
+        ),
         namespace=ns,
     )
     kube.create(
@@ -220,9 +227,9 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
     assert said["configmap/vsphere-kale-gitops"] == "kept (not applied by vsphere-kale)"
     assert "configmap/vsphere-kale-config-old" not in said
     assert "clusterrole.rbac.authorization.k8s.io/vsphere-kale-extra" not in said
-    assert not exists(kube, r.CONFIG_MAP, "vsphere-kale-legacy", ns)
+    assert not exists(kube, r.CONFIG_MAP, name="vsphere-kale-legacy", namespace=ns)
     for name in ("vsphere-kale-notes", "vsphere-kale-gitops", "vsphere-kale-config-old"):
-        assert exists(kube, r.CONFIG_MAP, name, ns), name
+        assert exists(kube, r.CONFIG_MAP, name=name, namespace=ns), name
 
     # When: uninstall
     code, out = cli(sandbox, "uninstall", "--namespace", ns)
@@ -238,8 +245,8 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
     left = applyset.fetch_members(kube, set_id, resources=RESOURCES.values(), namespaces={ns})
     assert sorted(m["metadata"]["name"] for m in left) == list(kept)
     for name in (*kept, "vsphere-kale-config-old"):
-        assert exists(kube, r.CONFIG_MAP, name, ns), name
-    assert exists(kube, r.CLUSTER_ROLE, "vsphere-kale-extra")
+        assert exists(kube, r.CONFIG_MAP, name=name, namespace=ns), name
+    assert exists(kube, r.CLUSTER_ROLE, name="vsphere-kale-extra")
     for resource, name, where in (
         (r.DEPLOYMENT, "vsphere-kale", ns),
         (r.CLUSTER_ROLE, "vsphere-kale", None),
@@ -247,12 +254,12 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
         (r.SECRET, render.TLS_SECRET, ns),
         (r.CONFIG_MAP, applyset.PARENT_NAME, ns),
     ):
-        assert not exists(kube, resource, name, where), name
+        assert not exists(kube, resource, name=name, namespace=where), name
 
 
 def test_an_object_our_manager_only_updated_is_not_pruned() -> None:
     # Pruning needs our server-side Apply in managedFields, not just any write of ours.
-    stale = configmap("x", NS, OURS)
+    stale = configmap("x", NS, labels=OURS)
     stale["metadata"]["managedFields"] = [{"manager": "vsphere-kale", "operation": "Update"}]
     (verdict,) = applyset.decide_prune(
         [stale], applied=(), applyset_id=SET_ID, manager="vsphere-kale"

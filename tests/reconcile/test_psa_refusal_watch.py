@@ -82,7 +82,7 @@ def failed_create(namespace: str, statefulset_name: str, *, error: str) -> dict[
     }
 
 
-def refuse(kube: Kube, namespace: str, name: str, *, error: str = ROOT_STEP) -> dict[str, Any]:
+def refuse(kube: Kube, namespace: str, *, name: str, error: str = ROOT_STEP) -> dict[str, Any]:
     """A StatefulSet whose pod the API server refused, and the controller's Event about it."""
     kube.create(r.STATEFUL_SET, statefulset(namespace, name), namespace=namespace)
     return kube.create(r.EVENT, failed_create(namespace, name, error=error), namespace=namespace)
@@ -133,7 +133,7 @@ def test_a_new_refusal_raises_the_level_without_waiting_for_the_resync(
     kube = Kube(sandbox.api_client())
     seen = refusals(reconciler)
     # When: a pipeline step's StatefulSet is refused at restricted (it runs as root).
-    refuse(kube, "steps", "train")
+    refuse(kube, "steps", name="train")
     # Then: auto raises steps to the level that admits it, well before any resync.
     wait_for(
         "steps raised to baseline",
@@ -150,11 +150,13 @@ def test_only_new_refusals_in_managed_namespaces_trigger_a_reconcile(
     seen = refusals(reconciler)
     # Given: a refusal in a namespace we do not manage, and a FailedCreate that is not a
     # Pod Security refusal in one we do.
-    refuse(kube, "unmanaged", "train")
-    refuse(kube, "steps", "quota", error='pods "quota-0" is forbidden: exceeded quota: compute')
+    refuse(kube, "unmanaged", name="train")
+    refuse(
+        kube, "steps", name="quota", error='pods "quota-0" is forbidden: exceeded quota: compute'
+    )
     # And: the first refusal in steps, then the controller's retries (the same Event, its
     # count bumped: what the event recorder does with a repeated failure).
-    event = refuse(kube, "steps", "train")
+    event = refuse(kube, "steps", name="train")
     wait_for(
         "steps raised to baseline",
         lambda: ns_labels(sandbox.api_client(), "steps").get(ENFORCE) == "baseline",
@@ -163,7 +165,7 @@ def test_only_new_refusals_in_managed_namespaces_trigger_a_reconcile(
         kube.patch(r.EVENT, event["metadata"]["name"], {"count": count}, namespace="steps")
     # When: a marker refusal in another managed namespace. The watch delivers events in
     # order, so once the marker is handled, everything above has been handled too.
-    refuse(kube, "more-steps", "marker")
+    refuse(kube, "more-steps", name="marker")
     wait_for(
         "more-steps raised to baseline",
         lambda: ns_labels(sandbox.api_client(), "more-steps").get(ENFORCE) == "baseline",
