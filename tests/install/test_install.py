@@ -401,7 +401,7 @@ def test_install_twice_changes_nothing_the_second_time(
     first = install(running, "--rwx-storage-class", "nfs-client", "--overlay", "psp")
     assert first.returncode == 0, first.stderr
     created = outcomes(first.stdout)
-    assert len(created) == 16 and set(created.values()) == {"created"}, first.stdout
+    assert len(created) == 17 and set(created.values()) == {"created"}, first.stdout
     secret_before = client.CoreV1Api(running.api_client()).read_namespaced_secret(
         "vsphere-kale-tls", NS
     )
@@ -478,7 +478,7 @@ def test_uninstall_leaves_nothing_of_ours(sandbox_factory: Callable[..., Running
     admin = running.api_client()
     before = list_managed(admin, ALL_KINDS)
     assert install(running, "--rwx-storage-class", "nfs-client", "--overlay", "psp").returncode == 0
-    assert len(list_managed(admin, ALL_KINDS)) == len(before) + 16
+    assert len(list_managed(admin, ALL_KINDS)) == len(before) + 17
 
     done = cli("uninstall", "--kubeconfig", str(running.kubeconfig_path))
 

@@ -3,7 +3,8 @@
 ``serve`` runs as the installed ServiceAccount (a TokenRequest token, nothing but
 deploy/base's ClusterRole and Role): a scenario of Profiles created, drifted and deleted,
 admin API calls (TokenReview + SubjectAccessReview: status, reconcile, recreate of a stuck
-claim), leader Lease and Events, and a whole certificate rotation (CA rollover, old CA
+claim), leader Lease and Events, ``psaLevel: auto`` raising a level on the StatefulSet
+controller's refusal through the Events watch, and a whole certificate rotation (CA rollover, old CA
 dropped, serving certificate renewed: the rotator driven by an injected clock) produces no
 403 in the API server's audit log. Removing a rule makes exactly the step that needs it fail
 with the API server's 403 (for the RoleBinding the psp mode creates: RBAC's escalation check
@@ -34,6 +35,7 @@ from realcp_helpers import (
     NFS_CLASS,
     Process,
     cli,
+    default_service_account,
     free_port,
     wait_for,
     wait_namespace_gone,
@@ -44,6 +46,7 @@ from vsphere_kale.errors import KubeForbidden
 from vsphere_kale.install import certs
 from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
+from vsphere_kale.playground.seed_kale import notebook_statefulset
 from vsphere_kale.sandbox.kubeconfig import write_kubeconfig
 
 NS = "vsphere-kale"
@@ -385,6 +388,47 @@ def test_serve_as_the_service_account_meets_no_403(
     assert ("create", "subjectaccessreviews") in verbs
     assert {("delete", "persistentvolumeclaims"), ("create", "persistentvolumeclaims")} <= verbs
     assert {("update", "secrets"), ("patch", "mutatingwebhookconfigurations")} <= verbs
+    assert forbidden(cp, since) == []
+
+
+def test_a_pod_security_refusal_raises_the_level_through_the_events_watch(
+    installed: Installed, admin_api: client.ApiClient, tmp_path: Path
+) -> None:
+    """``psaLevel: auto``: the real StatefulSet controller's FailedCreate Event reaches serve
+    through its Events watch (``list``/``watch events``, nothing more) and the level rises.
+    ``resyncSeconds`` is an hour, so only the watch can explain the rise."""
+    cp = installed.cp
+    config = tmp_path / "auto.yaml"
+    config.write_text(
+        "podSecurity:\n  mode: psa\n  psaLevel: auto\n  resyncSeconds: 3600\n", encoding="utf-8"
+    )
+    since = len(cp.audit_events(username=SA_USER))
+    serve = start_serve(installed, "replica-w", "--config", str(config))
+    name = f"refused-{secrets.token_hex(3)}"
+    try:
+        # Given: a profile namespace without Istio: its notebooks need baseline.
+        make_profile(admin_api, name)
+        wait_for(f"{name} at baseline", lambda: enforce_label(admin_api, name) == "baseline")
+        default_service_account(admin_api, name)
+        core = client.CoreV1Api(admin_api)
+        core.create_namespaced_service_account(name, {"metadata": {"name": "default-editor"}})
+        # When: a notebook StatefulSet whose pod baseline refuses (NET_ADMIN in istio-init)
+        sts = notebook_statefulset()
+        sts["metadata"]["namespace"] = name
+        client.AppsV1Api(admin_api).create_namespaced_stateful_set(name, sts)
+        # Then: the leader raises the level on the controller's Event, within seconds.
+        wait_for(
+            f"{name} at privileged",
+            lambda: enforce_label(admin_api, name) == "privileged",
+            timeout=60,
+        )
+        assert f"namespace {name}: Pod Security refused a pod of StatefulSet" in serve.output()
+    finally:
+        serve.stop()
+        delete_profile(admin_api, name)
+    work = cp.audit_events(username=SA_USER)[since:]
+    verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in work}
+    assert {("list", "events"), ("watch", "events")} <= verbs
     assert forbidden(cp, since) == []
 
 

@@ -19,9 +19,12 @@ Objects are addressed through a static table of the kinds deploy/ renders
 (:data:`RESOURCES`, from :mod:`vsphere_kale.kube.resources`; an unknown kind is a bug in
 deploy/ and stops the install before any write).
 
-Uninstall removes only objects that carry ``app.kubernetes.io/managed-by: vsphere-kale`` *and*
-have one of the names install renders, in reverse apply order; the namespace only when
-install created it (annotation :data:`CREATED_BY_ANNOTATION`).
+Everything applied but the Namespace is a member of the installation's KEP-3659 ApplySet
+(:mod:`.applyset`); after applying, install prunes the members it no longer renders (another
+``--admission`` mode's objects, a dropped component's, an older version's) -- only objects we
+labelled *and* server-side applied, each by uid -- and says so (``deleted (pruned: ...)``).
+Uninstall (:mod:`.uninstall`) deletes the whole set; the namespace only when install created
+it (annotation :data:`CREATED_BY_ANNOTATION`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,12 @@ from vsphere_kale.errors import (
     KubeNotFound,
     VsphereKaleError,
 )
-from vsphere_kale.install import admission_policy, certs, render, rotation
+from vsphere_kale.install import applyset, render, rotation
+from vsphere_kale.install.install_certs import (
+    TlsMaterial,
+    build_certificates,
+    build_serving_names,
+)
 from vsphere_kale.kube import Kube, Resource
 from vsphere_kale.kube import resources as r
 from vsphere_kale.settings import Settings, settings_from_mapping
@@ -327,73 +335,6 @@ class Installer:
         return data, annotations, rotation.bundle_of(hooks)
 
 
-@dataclass(frozen=True)
-class TlsMaterial:
-    """What install writes for self-managed certificates."""
-
-    data: dict[str, bytes]
-    """Secret data: ca.crt, ca.key, tls.crt, tls.key."""
-    bundle: bytes
-    """The webhook's caBundle (PEM): the CA, plus the previous one during a rollover."""
-    annotations: dict[str, str]
-
-
-def build_serving_names(
-    namespace: str, annotations: Mapping[str, str], extras: Sequence[str]
-) -> list[str]:
-    """The Service's names, the installed extras (re-runs keep them) and ``extras``."""
-    installed = rotation.serving_names([], annotations)
-    return rotation.serving_names(
-        certs.service_dns_names(render.NAME, namespace),
-        {rotation.EXTRA_SANS_ANNOTATION: ",".join([*installed, *extras])},
-    )
-
-
-def build_certificates(
-    plan: rotation.InstallCertPlan,
-    existing: Mapping[str, bytes] | None,
-    annotations: Mapping[str, str],
-    *,
-    namespace: str,
-    now: dt.datetime,
-    extras: Sequence[str] = (),
-) -> TlsMaterial:
-    """Generate (or reuse) the TLS material the install plan asks for."""
-    names = build_serving_names(namespace, annotations, extras)
-    service_names = certs.service_dns_names(render.NAME, namespace)
-    notes = {k: v for k, v in annotations.items() if k == rotation.ROLLOVER_ANNOTATION}
-    if len(names) > len(service_names):
-        # The rotator renews with the same names (rotation.serving_names reads this back).
-        notes[rotation.EXTRA_SANS_ANNOTATION] = ",".join(names[len(service_names) :])
-    if plan.action == "new-ca" or existing is None:
-        ca_cert, ca_key = certs.build_ca(
-            f"vsphere-kale-ca ({namespace}, {rotation.format_time(now)})", days=rotation.CA_DAYS
-        )
-        notes.pop(rotation.ROLLOVER_ANNOTATION, None)
-        if plan.keep_in_bundle:
-            # The leader drops the previous CA from the bundle after the grace period.
-            notes[rotation.ROLLOVER_ANNOTATION] = rotation.format_time(now)
-    else:
-        ca_cert, ca_key = existing[rotation.CA_CERT], existing[rotation.CA_KEY]
-    if plan.action == "reuse" and existing is not None:
-        tls_cert, tls_key = existing[rotation.TLS_CERT], existing[rotation.TLS_KEY]
-    else:
-        tls_cert, tls_key = rotation.issue_serving_cert(
-            ca_cert, ca_key, names=names, days=rotation.SERVING_DAYS
-        )
-    data = {
-        rotation.CA_CERT: ca_cert,
-        rotation.CA_KEY: ca_key,
-        rotation.TLS_CERT: tls_cert,
-        rotation.TLS_KEY: tls_key,
-    }
-    bundle = rotation.build_bundle(
-        rotation.parse_bundle(ca_cert)
-        + [c for pem in plan.keep_in_bundle for c in rotation.parse_bundle(pem)]
-    )
-    return TlsMaterial(data, bundle, notes)
-
-
 def prepare_manifests(
     options: InstallOptions,
     *,
@@ -459,33 +400,97 @@ def install(
     objects = prepare_manifests(options, rendered=rendered, tls=tls)
     if options.cert_manager:
         _keep_injected_bundle(installer, objects)
-    for obj in objects:
+    set_id = applyset.build_applyset_id(applyset.PARENT_NAME, ns)
+    parent_key = render.ObjectKey("v1", applyset.PARENT_KIND, applyset.PARENT_NAME, ns)
+    parent = installer.get(parent_key)
+    applyset.check_parent(parent, ns)
+    members = [applyset.build_member(obj, set_id) for obj in objects]
+    kinds = {
+        applyset.MemberKey.of(m).group_kind
+        for m in members
+        if applyset.is_member_kind(render.kind_of(m))
+    }
+    spaces = {str(render.meta(m)["namespace"]) for m in members if render.meta(m).get("namespace")}
+    # KEP-3659: the parent first names every kind that may hold a member (recorded and
+    # rendered), so an install interrupted before its prune still knows where to look.
+    superset = applyset.build_parent(
+        ns,
+        group_kinds=kinds | applyset.recorded_group_kinds(parent),
+        additional_namespaces=spaces | applyset.recorded_namespaces(parent),
+    )
+    # Right after the Namespace it lives in, before any member.
+    first = next((i + 1 for i, m in enumerate(members) if render.kind_of(m) == "Namespace"), 0)
+    for obj in [*members[:first], superset, *members[first:]]:
         result.changes.append(installer.apply(obj))
-    # The other --admission mode's objects from an earlier install: removed after this mode's
-    # are in place, so no claim is admitted with neither (both at once is harmless).
-    for stale in admission_policy.build_other_mode_stubs(
-        options.admission, webhook_configuration=render.WEBHOOK_CONFIGURATION
-    ):
-        key = render.ObjectKey.of(stale)
-        if is_managed(installer.get(key)):
-            result.changes.append(delete_object(installer, key))
+    # Prune after everything rendered is in place: when --admission changes, the other mode's
+    # objects go only once this mode's are there (both at once is harmless; neither would
+    # admit claims unchanged).
+    result.changes += prune(
+        installer,
+        set_id,
+        applied=[applyset.MemberKey.of(m) for m in members],
+        namespaces=spaces | applyset.recorded_namespaces(parent) | {ns},
+        keep=_kept_while_cert_manager(options),
+    )
+    exact = applyset.build_parent(ns, group_kinds=kinds, additional_namespaces=spaces)
+    if exact != superset and not installer.dry_run:
+        # Silent: the line for the parent was printed above; this only narrows its kinds.
+        kube.apply(r.CONFIG_MAP, exact, namespace=ns, field_manager=FIELD_MANAGER, force=True)
     return result
 
 
-def is_managed(obj: Mapping[str, Any] | None) -> bool:
-    """Labelled as ours: install and uninstall delete nothing else."""
-    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(render.MANAGED_BY_LABEL) == render.MANAGED_BY
+def _kept_while_cert_manager(options: InstallOptions) -> dict[applyset.MemberKey, str]:
+    """With cert-manager, the TLS Secret install once wrote is the one cert-manager's
+    Certificate now writes into (same name): pruning it would pull it from under the pods."""
+    if not options.cert_manager:
+        return {}
+    key = applyset.MemberKey("Secret", options.settings.namespace, render.TLS_SECRET)
+    return {key: "cert-manager's Certificate writes it now"}
 
 
-def delete_object(installer: Installer, key: render.ObjectKey) -> Change:
+def prune(
+    installer: Installer,
+    set_id: str,
+    *,
+    applied: Sequence[applyset.MemberKey],
+    namespaces: set[str],
+    keep: Mapping[applyset.MemberKey, str] | None = None,
+) -> list[Change]:
+    """Delete the members of our ApplySet this install did not apply (see
+    :mod:`.applyset`: only objects we applied and labelled, each by uid); one line each."""
+    live = applyset.fetch_members(
+        installer.kube, set_id, resources=RESOURCES.values(), namespaces=namespaces
+    )
+    changes = []
+    for verdict in applyset.decide_prune(
+        live, applied=applied, applyset_id=set_id, manager=FIELD_MANAGER, keep=keep
+    ):
+        key = render.ObjectKey.of(verdict.obj)
+        if not verdict.prune:
+            changes.append(installer.report(Change(key, "kept", verdict.why)))
+            continue
+        uid = str(render.meta(verdict.obj).get("uid") or "")
+        changes.append(delete_object(installer, key, uid=uid, note=f"pruned: {verdict.why}"))
+    return changes
+
+
+def delete_object(
+    installer: Installer, key: render.ObjectKey, *, uid: str = "", note: str = ""
+) -> Change:
+    """Delete one object; with ``uid``, only that very object (a replacement is kept)."""
     try:
         installer.kube.delete(
-            resource_for(key), key.name, namespace=key.namespace, dry_run=installer.dry_run
+            resource_for(key),
+            key.name,
+            namespace=key.namespace,
+            preconditions={"uid": uid} if uid else None,
+            dry_run=installer.dry_run,
         )
     except KubeNotFound:
         return installer.report(Change(key, "not found"))
-    return installer.report(Change(key, "deleted"))
+    except KubeConflict:
+        return installer.report(Change(key, "kept", "replaced since it was listed"))
+    return installer.report(Change(key, "deleted", note))
 
 
 def _keep_injected_bundle(installer: Installer, objects: Sequence[dict[str, Any]]) -> None:

@@ -1,8 +1,12 @@
 """``vsphere-kale uninstall``: delete what install created, and only that.
 
-Only objects that carry ``app.kubernetes.io/managed-by: vsphere-kale`` *and* have one of the
-names install renders, in reverse apply order; the namespace only when install created it
-(annotation :data:`~vsphere_kale.install.installer.CREATED_BY_ANNOTATION`).
+What install created is its ApplySet (:mod:`.applyset`): the objects labelled
+``applyset.kubernetes.io/part-of`` with this installation's id that also carry
+``app.kubernetes.io/managed-by: vsphere-kale`` and were written by our field manager's
+server-side apply -- the same test install's prune makes, so uninstall is a prune of
+everything. The webhook configuration goes first, then the rest in reverse apply order, then
+the ApplySet's parent, and the namespace last, only when install created it (annotation
+:data:`~vsphere_kale.install.installer.CREATED_BY_ANNOTATION`).
 """
 
 from __future__ import annotations
@@ -10,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vsphere_kale.install import admission_policy, render
+from vsphere_kale.install import applyset, render
 from vsphere_kale.install.installer import (
     CREATED_BY_ANNOTATION,
     CREATED_BY_INSTALL,
+    FIELD_MANAGER,
+    RESOURCES,
     Change,
     Installer,
     delete_object,
-    fetch_served,
-    is_managed,
 )
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
@@ -29,57 +33,56 @@ def uninstall(
     kube: Kube,
     *,
     settings: Settings,
-    rendered: Sequence[dict[str, Any]],
+    rendered: Sequence[dict[str, Any]] = (),
     dry_run: bool = False,
     purge: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> list[Change]:
     """Delete what install created, newest dependencies first; see the module docstring.
 
-    ``rendered`` should be the base with every component, so every name install could have
-    created is known. ``purge`` also deletes the reconciler's per-namespace RoleBindings.
+    ``rendered`` is not needed any more (the cluster says what install applied) and is
+    accepted for callers that still pass it. ``purge`` also deletes the reconciler's
+    per-namespace RoleBindings.
     """
+    del rendered
     installer = Installer(kube, dry_run=dry_run, echo=echo)
     ns = settings.namespace
-    objects = render.build_manifests(rendered, settings=settings)
-    objects.append(render.build_tls_secret(ns, {}))
-    objects += admission_policy.build_policy_stubs()  # either --admission mode
-    changes: list[Change] = []
-    served: dict[str, bool] = {}
-    namespace_obj: dict[str, Any] | None = None
+    set_id = applyset.build_applyset_id(applyset.PARENT_NAME, ns)
+    parent_key = render.ObjectKey("v1", applyset.PARENT_KIND, applyset.PARENT_NAME, ns)
+    parent = installer.get(parent_key)
+    applyset.check_parent(parent, ns)
+    live = applyset.fetch_members(
+        kube,
+        set_id,
+        resources=RESOURCES.values(),
+        namespaces={ns} | applyset.recorded_namespaces(parent),
+    )
+    verdicts = applyset.decide_prune(live, applied=(), applyset_id=set_id, manager=FIELD_MANAGER)
     # The webhook configuration first: the API server stops calling us before the pods go
     # (with failurePolicy Ignore a call to a vanished webhook costs each PVC create a timeout).
-    ordered = sorted(
-        reversed(render.sort_for_apply(objects)),
-        key=lambda o: render.kind_of(o) != "MutatingWebhookConfiguration",
-    )
-    for obj in ordered:
-        key = render.ObjectKey.of(obj)
-        if key.kind == "Namespace":
-            namespace_obj = obj
+    verdicts.sort(key=lambda v: render.kind_of(v.obj) != "MutatingWebhookConfiguration")
+    changes: list[Change] = []
+    for verdict in verdicts:
+        key = render.ObjectKey.of(verdict.obj)
+        if not verdict.prune:
+            changes.append(installer.report(Change(key, "kept", verdict.why)))
             continue
-        if key.api_version not in served:
-            served[key.api_version] = fetch_served(kube, key.api_version)
-        if not served[key.api_version]:
-            continue
-        live = installer.get(key)
-        if live is None:
-            continue
-        if not is_managed(live):
-            changes.append(installer.report(Change(key, "kept", "not labelled managed-by")))
-            continue
-        changes.append(delete_object(installer, key))
+        uid = str(render.meta(verdict.obj).get("uid") or "")
+        changes.append(delete_object(installer, key, uid=uid))
     if purge:
         changes += _purge_bindings(installer, settings)
-    if namespace_obj is not None:
-        key = render.ObjectKey.of(namespace_obj)
-        live = installer.get(key)
-        if live is not None:
-            annotations = (live.get("metadata") or {}).get("annotations") or {}
-            if annotations.get(CREATED_BY_ANNOTATION) == CREATED_BY_INSTALL:
-                changes.append(delete_object(installer, key))
-            else:
-                changes.append(installer.report(Change(key, "kept", "existed before install")))
+    if parent is not None:
+        changes.append(delete_object(installer, parent_key))
+    namespace_key = render.ObjectKey("v1", "Namespace", ns, None)
+    live_ns = installer.get(namespace_key)
+    if live_ns is not None:
+        annotations = (live_ns.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(CREATED_BY_ANNOTATION) == CREATED_BY_INSTALL:
+            changes.append(delete_object(installer, namespace_key))
+        else:
+            changes.append(
+                installer.report(Change(namespace_key, "kept", "existed before install"))
+            )
     return changes
 
 

@@ -33,6 +33,8 @@ __all__ = ["ADDED", "DELETED", "MODIFIED", "Informer", "RawList", "quiet_dropped
 WATCH_TIMEOUT_SECONDS = 300
 """Server-side watch timeout: a silently dead connection is noticed within this long."""
 LIST_TIMEOUT = (10.0, 120.0)
+WATCH_BACKOFF = (0.5, 60.0)
+"""First and longest wait before reopening a watch the API server refused (seconds)."""
 
 
 class _WatchDropFilter(logging.Filter):
@@ -85,9 +87,21 @@ class RawList:
     fired ADDED for every object, so the first watch call marks the cache ``synced``.
     """
 
-    def __init__(self, fetch: Callable[..., Any], *, what: str) -> None:
+    def __init__(
+        self,
+        fetch: Callable[..., Any],
+        *,
+        what: str,
+        wait: Callable[[float], object] | None = None,
+    ) -> None:
         self._fetch = fetch
         self.what = what
+        self.stopping = threading.Event()
+        self._wait = wait or self.stopping.wait
+        self.watch_failures = 0
+        """Watches refused in a row. ``SharedInformer`` reopens a refused watch at once, so a
+        persistent refusal (a 403: RBAC without ``watch``) would be a busy loop against the
+        API server; each refusal doubles the wait before the next attempt instead."""
         # Watch reads the return type with pydoc.getdoc(), which ignores a class docstring
         # for an instance: give the instance its own.
         self.__doc__ = ":rtype: object"
@@ -102,7 +116,7 @@ class RawList:
             kwargs.setdefault(
                 "_request_timeout", (LIST_TIMEOUT[0], float(kwargs["timeout_seconds"]) + 30)
             )
-            return self._fetch(**kwargs)
+            return self._watch(**kwargs)
         self.lists += 1
         kwargs.pop("_preload_content", None)
         data = self._fetch(_request_timeout=LIST_TIMEOUT, **kwargs)
@@ -111,6 +125,25 @@ class RawList:
             items=data.get("items") or [],
             metadata=SimpleNamespace(resource_version=meta.get("resourceVersion")),
         )
+
+    def _watch(self, **kwargs: Any) -> Any:
+        if self.watch_failures:
+            first, longest = WATCH_BACKOFF
+            self._wait(min(longest, first * 2 ** (self.watch_failures - 1)))
+        try:
+            stream = self._fetch(**kwargs)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise  # too old a resourceVersion: the informer relists, nothing is refused
+            self.watch_failures += 1
+            if self.watch_failures == 1:
+                text = translate(exc, action=f"informer watch {self.what}")
+                log.warning("%s; retrying with backoff (up to %.0f s)", text, WATCH_BACKOFF[1])
+            raise
+        if self.watch_failures:
+            log.info("watch %s open again after %d refusals", self.what, self.watch_failures)
+            self.watch_failures = 0
+        return stream
 
 
 Handler = Callable[[Any], None]
@@ -131,11 +164,16 @@ class Informer:
         resync_seconds: float,
         handlers: dict[str, Handler],
         label_selector: str | None = None,
+        field_selector: str | None = None,
+        backoff_wait: Callable[[float], object] | None = None,
     ) -> None:
         self.name = name
-        self.lister = RawList(kube.list_function(resource), what=name)
+        self.lister = RawList(kube.list_function(resource), what=name, wait=backoff_wait)
         self._informer = SharedInformer(
-            self.lister, resync_period=int(resync_seconds), label_selector=label_selector
+            self.lister,
+            resync_period=int(resync_seconds),
+            label_selector=label_selector,
+            field_selector=field_selector,
         )
         for event, handler in handlers.items():
             self._informer.add_event_handler(event, handler)
@@ -158,6 +196,7 @@ class Informer:
     def stop(self, timeout: float) -> None:
         # SharedInformer.stop() joins its thread without a bound; Watch.stop() shuts the
         # socket so it returns at once, but keep our shutdown bounded regardless.
+        self.lister.stopping.set()  # a backoff wait ends at once
         stopper = threading.Thread(
             target=self._informer.stop, name=f"stop-{self.name}", daemon=True
         )

@@ -16,6 +16,18 @@ Requests go through :class:`vsphere_kale.kube.Kube` (the client's ``ApiClient``,
 generated ``CoreV1Api``, whose first use alone costs ~20 MB), caches hold plain dicts rather
 than pydantic models, and :func:`_trim` keeps only what planning reads of each cached object.
 Measured peak RSS: 83 MB at 1,000 profile namespaces, 122 MB at 5,000 (see the benchmark).
+
+Pod Security refusals (``psaLevel: auto``)
+------------------------------------------
+A controller that cannot create a pod records a ``FailedCreate`` Event whose message is the
+API server's PodSecurity refusal; that is the evidence auto raises a level on. One
+cluster-wide watch, selected by the server to ``reason=FailedCreate`` (Events' messages are
+not a selectable field, and a watch per namespace would be thousands of connections), so the
+stream carries only failed creations; the handler keeps a refusal's message and drops the
+message of any other ``FailedCreate`` (quota, admission webhooks...), so the cache holds a few
+hundred bytes per Event. Each refusal is reported once (by Event and message): the
+controller's retries only bump the Event's ``count``, and the informer's periodic relist
+hands every cached Event back as MODIFIED, neither of which is new evidence.
 """
 
 from __future__ import annotations
@@ -25,10 +37,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vsphere_kale.health.psa_evidence import FAILED_CREATE_SELECTOR
 from vsphere_kale.kube import Discovery, Kube
 from vsphere_kale.kube import resources as r
 from vsphere_kale.kube.informers import ADDED, DELETED, MODIFIED, Informer
 from vsphere_kale.policy.podsecurity import MANAGED_SELECTOR
+from vsphere_kale.policy.podsecurity_evidence import Rejection, rejections_from_events
 from vsphere_kale.reconcile.applier import profiles
 
 # ownerReferences: a namespace is managed only when its controller reference is its Profile.
@@ -45,7 +59,10 @@ _KEEP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "namespaces": (("status",), ("labels", "annotations")),
     "profiles": ((), ()),
     "rolebindings": (("roleRef", "subjects"), ("labels",)),
+    # What rejections_from_events reads (the message is dropped again unless it is a refusal).
+    "events": (("reason", "involvedObject", "message"), ()),
 }
+_KEEP_INVOLVED = ("kind", "namespace", "name")
 
 
 def _trim(obj: Any, informer: str) -> None:
@@ -75,6 +92,9 @@ def _trim(obj: Any, informer: str) -> None:
                 sys.intern(k): sys.intern(v) if isinstance(v, str) and len(v) < 64 else v
                 for k, v in values.items()
             }
+    involved = obj.get("involvedObject")
+    if isinstance(involved, dict):
+        obj["involvedObject"] = {k: involved[k] for k in _KEEP_INVOLVED if k in involved}
     status = obj.get("status")
     if isinstance(status, dict) and informer == "namespaces":
         obj["status"] = {"phase": status["phase"]} if "phase" in status else {}
@@ -90,29 +110,57 @@ def _key_name(obj: Any) -> str:
     return str((meta or {}).get("name") or "")
 
 
+RefusalHandler = Callable[[str, Rejection], None]
+"""Called with the namespace and the refusal, once per new refusal (informer thread)."""
+
+
 class Caches:
     """The informers (namespaces, profiles, and in psp mode our RoleBindings) and an index of
-    managed bindings by namespace; every event hands ``on_key`` the namespace it concerns."""
+    managed bindings by namespace; every event hands ``on_key`` the namespace it concerns.
+    With ``on_refusal``, also the ``FailedCreate`` Events (``psaLevel: auto``): each new Pod
+    Security refusal goes to ``on_refusal`` instead (the caller decides whether its namespace
+    is one we manage)."""
 
-    def __init__(self, kube: Kube, *, resync_seconds: float, on_key: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        resync_seconds: float,
+        on_key: Callable[[str], None],
+        on_refusal: RefusalHandler | None = None,
+    ) -> None:
         self._kube = kube
         self._resync = resync_seconds
         self._on_key = on_key
+        self._on_refusal = on_refusal
         self.informers: dict[str, Informer] = {}
         self._bindings_index: dict[str, set[str]] = {}
         self._index_lock = threading.Lock()
+        self._refusals: dict[str, str] = {}
+        """Event ``namespace/name`` -> the refusal's message, as last reported."""
 
-    def build(self, discovery: Discovery, *, psp: bool) -> None:
+    def build(self, discovery: Discovery, *, psp: bool, refusals: bool = False) -> None:
         self._add("namespaces", r.NAMESPACE)
         served = profiles(discovery)
         if served is not None:
             self._add("profiles", served)
         if psp:
             self._add("rolebindings", r.ROLE_BINDING, label_selector=MANAGED_SELECTOR)
+        if refusals and self._on_refusal is not None:
+            self._add("events", r.EVENT, field_selector=FAILED_CREATE_SELECTOR)
 
-    def _add(self, name: str, resource: r.Resource, *, label_selector: str | None = None) -> None:
+    def _add(
+        self,
+        name: str,
+        resource: r.Resource,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> None:
         handlers: dict[str, Callable[[Any], None]]
-        if name == "rolebindings":
+        if name == "events":
+            handlers = {ADDED: self._on_event, MODIFIED: self._on_event, DELETED: self._on_gone}
+        elif name == "rolebindings":
             handlers = {
                 ADDED: self._on_binding,
                 MODIFIED: self._on_binding,
@@ -128,6 +176,7 @@ class Caches:
             resync_seconds=self._resync,
             handlers=handlers,
             label_selector=label_selector,
+            field_selector=field_selector,
         )
 
     def _on_profile(self, obj: Any) -> None:
@@ -159,6 +208,29 @@ class Caches:
                 if not names:
                     del self._bindings_index[ns]
         self._on_key(ns)
+
+    def _on_event(self, obj: Any) -> None:
+        _trim(obj, "events")
+        ns, name = _key_namespace(obj), _key_name(obj)
+        key = f"{ns}/{name}"
+        found = rejections_from_events([obj])
+        if not found:
+            obj.pop("message", None)  # not a refusal: its text is never read
+            with self._index_lock:
+                self._refusals.pop(key, None)
+            return
+        message = str(obj.get("message") or "")
+        with self._index_lock:
+            if self._refusals.get(key) == message:
+                return  # a retry (count bumped) or a relist: nothing new
+            self._refusals[key] = message
+        if self._on_refusal is not None:
+            self._on_refusal(ns, found[0])
+
+    def _on_gone(self, obj: Any) -> None:
+        key = f"{_key_namespace(obj)}/{_key_name(obj)}"
+        with self._index_lock:
+            self._refusals.pop(key, None)
 
     def get(self, informer: str, key: str) -> dict[str, Any] | None:
         found = self.informers.get(informer)

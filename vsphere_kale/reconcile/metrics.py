@@ -35,6 +35,12 @@ class ReconcilerMetrics:
             ["verb", "resource"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "vsphere_kale_podsecurity_refusals_observed",
+            "New Pod Security refusals (FailedCreate Events) seen in managed namespaces with "
+            "psaLevel auto; each reconciles its namespace at once.",
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "vsphere_kale_podsecurity_queue_depth",
             "Namespaces waiting to be reconciled (not counting delayed retries).",
@@ -64,6 +70,7 @@ class ReconcilerMetrics:
         for collector in (
             self.reconciles,
             self.writes,
+            self.refusals,
             self.queue_depth,
             self.last_resync,
             self.is_leader,

@@ -2,7 +2,7 @@
 
 Flow
 ----
-Three informers (``kubernetes.informer.SharedInformer`` through
+Up to four informers (``kubernetes.informer.SharedInformer`` through
 :mod:`vsphere_kale.kube.informers`) (list, then watch from the list's
 resourceVersion; relist on 410 Gone) feed a
 :class:`~vsphere_kale.reconcile.workqueue.WorkQueue` keyed
@@ -12,7 +12,9 @@ by namespace name:
   name, which is its namespace's name;
 - Namespaces -> the name;
 - RoleBindings labelled ``app.kubernetes.io/managed-by=vsphere-kale`` (psp mode only) -> their
-  namespace.
+  namespace;
+- ``FailedCreate`` Events (``psaLevel: auto`` only) -> the namespace of a new Pod Security
+  refusal, if we manage it, so the level rises without waiting for the resync.
 
 A worker reads the caches (never a per-namespace GET), asks
 :func:`vsphere_kale.policy.podsecurity.plan` what to do, and
@@ -53,6 +55,7 @@ from vsphere_kale.policy.podsecurity import (
     decide_managed,
     decide_mode,
 )
+from vsphere_kale.policy.podsecurity_evidence import Rejection
 from vsphere_kale.policy.text import sentence
 from vsphere_kale.reconcile.applier import (
     SETTLE_SECONDS,
@@ -123,7 +126,9 @@ class Reconciler:
         self._resync = float(resync_seconds or settings.pod_security.resync_seconds)
         self._queue = WorkQueue(base_delay=backoff_base, max_delay=backoff_max)
         self.metrics.queue_depth.set_function(lambda: len(self._queue))
-        self.caches = Caches(kube, resync_seconds=self._resync, on_key=self._enqueue)
+        self.caches = Caches(
+            kube, resync_seconds=self._resync, on_key=self._enqueue, on_refusal=self._on_refusal
+        )
         self._waiters: dict[str, list[_Waiter]] = {}
         self._waiters_lock = threading.Lock()
         self._settling: dict[str, tuple[float, tuple[Written, ...]]] = {}
@@ -239,7 +244,8 @@ class Reconciler:
 
     def _build_informers(self) -> None:
         assert self.discovery is not None
-        self.caches.build(self.discovery, psp=self.mode == "psp")
+        auto = self.mode == "psa" and self.settings.pod_security.psa_level == "auto"
+        self.caches.build(self.discovery, psp=self.mode == "psp", refusals=auto)
 
     @property
     def _informers(self) -> dict[str, Informer]:
@@ -248,6 +254,21 @@ class Reconciler:
     def _enqueue(self, key: str) -> None:
         if self._leading.is_set():
             self._queue.add(key)
+
+    def _on_refusal(self, namespace: str, rejection: Rejection) -> None:
+        """A new Pod Security refusal (``psaLevel: auto``): its namespace is reconciled now,
+        not at the next resync, so the level rises within seconds of the refused pod."""
+        if not self.is_leader() or not self._is_managed(namespace):
+            return  # a follower's caches stay warm; a new leader reconciles everything
+        self.metrics.refusals.inc()
+        log.info(
+            "namespace %s: Pod Security refused a pod of %s at %s; reconciling",
+            namespace,
+            rejection.source,
+            rejection.level,
+            extra={"namespace": namespace},
+        )
+        self._queue.add(namespace)
 
     def _get(self, informer: str, key: str) -> dict[str, Any] | None:
         return self.caches.get(informer, key)
@@ -308,19 +329,20 @@ class Reconciler:
         informer = self._informers.get("namespaces")
         if informer is None:
             return []
-        ps = self.settings.pod_security
-        names = []
-        for name in informer.cached_keys():
-            managed, _ = decide_managed(
-                name,
-                profile=self._get("profiles", name),
-                namespace_obj=self._get("namespaces", name),
-                settings=ps,
-                service_namespace=self.settings.namespace,
-            )
-            if managed:
-                names.append(name)
-        return sorted(names)
+        return sorted(name for name in informer.cached_keys() if self._is_managed(name))
+
+    def _is_managed(self, name: str) -> bool:
+        namespace_obj = self._get("namespaces", name)
+        if namespace_obj is None:
+            return False
+        managed, _ = decide_managed(
+            name,
+            profile=self._get("profiles", name),
+            namespace_obj=namespace_obj,
+            settings=self.settings.pod_security,
+            service_namespace=self.settings.namespace,
+        )
+        return managed
 
     def resync_now(self) -> int:
         """Enqueue every managed namespace (what the periodic resync does); returns how many."""
