@@ -303,13 +303,3 @@ def test_doctor_run_checks_replaces_the_webhook_line_in_policy_mode() -> None:
     facts.admission_policy = None
     checks = {c.name: c for c in doctor.run_checks(facts, now=dt.datetime.now(dt.timezone.utc))}
     assert "admission" not in checks and checks["webhook-configuration"].status == "fail"
-
-
-def test_uninstall_stubs_name_both_versions_bindings_first() -> None:
-    stubs = ap.build_policy_stubs()
-    versions = {s["apiVersion"] for s in stubs if s["kind"] == "MutatingAdmissionPolicy"}
-    assert versions == {"admissionregistration.k8s.io/v1", "admissionregistration.k8s.io/v1beta1"}
-    kinds = [s["kind"] for s in stubs]
-    assert kinds.index("ValidatingAdmissionPolicyBinding") < kinds.index(
-        "ValidatingAdmissionPolicy"
-    )

@@ -337,39 +337,6 @@ def build_policy_objects(settings: Settings, *, api_version: str) -> list[Obj]:
     ]
 
 
-def build_policy_stubs() -> list[Obj]:
-    """Kind and name of everything ``--admission policy`` may have created, for uninstall
-    (which deletes only what carries our managed-by label). Both MAP versions: a 1.34/35
-    cluster serves only v1beta1; where both are served the second delete finds nothing."""
-    stubs: list[Obj] = [
-        {"apiVersion": f"{POLICY_GROUP}/{version}", "kind": kind, "metadata": {"name": name}}
-        for version in POLICY_VERSIONS
-        for kind, name in (
-            ("MutatingAdmissionPolicyBinding", MUTATING_POLICY),
-            ("MutatingAdmissionPolicy", MUTATING_POLICY),
-        )
-    ]
-    stubs += [
-        {"apiVersion": f"{POLICY_GROUP}/v1", "kind": kind, "metadata": {"name": VALIDATING_POLICY}}
-        for kind in ("ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicy")
-    ]
-    return stubs
-
-
-def build_other_mode_stubs(admission: str, *, webhook_configuration: str) -> list[Obj]:
-    """What the *other* ``--admission`` mode installs, for install to remove after applying
-    this mode (only what carries our managed-by label is deleted)."""
-    if admission == "policy":
-        return [
-            {
-                "apiVersion": f"{POLICY_GROUP}/v1",
-                "kind": "MutatingWebhookConfiguration",
-                "metadata": {"name": webhook_configuration},
-            }
-        ]
-    return build_policy_stubs()
-
-
 def build_policy_mode(
     manifests: Sequence[Obj], settings: Settings, *, api_version: str, deployment: str
 ) -> list[Obj]:
