@@ -228,3 +228,100 @@ def test_cli_without_namespace_is_a_usage_error(
     result = _cli(running, MARSHAL_PVC)
     assert result.exit_code == 2
     assert "--namespace" in result.output
+
+
+# --- the RWX class from the installation ---------------------------------------------------
+
+
+def _plain_cli(running: RunningSandbox, *args: str, token: str | None = None) -> Result:
+    """``recreate-pvc`` with neither --rwx-storage-class nor --config (nor the env var)."""
+    kubeconfig = running.kubeconfig_path if token is None else running.kubeconfig_for(token)
+    return CliRunner().invoke(
+        main,
+        ["recreate-pvc", "--kubeconfig", str(kubeconfig), *args],
+        env={"VSPHERE_KALE_CONFIG": ""},
+    )
+
+
+def _install(running: RunningSandbox, *args: str) -> None:
+    done = CliRunner().invoke(
+        main,
+        ["install", "--kubeconfig", str(running.kubeconfig_path), *args],
+        env={"VSPHERE_KALE_CONFIG": ""},
+    )
+    assert done.exit_code == 0, done.output
+
+
+def _one_sentence_error(result: Result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_cli_takes_the_class_from_the_installed_settings(
+    cluster: tuple[RunningSandbox, StorageProvisioners],
+) -> None:
+    running, _ = cluster
+    # Given vsphere-kale installed with its RWX class
+    _install(running, "--rwx-storage-class", NFS_CLASS)
+    # When recreate-pvc is run with no class and no settings file
+    result = _plain_cli(running, MARSHAL_PVC, "-n", "alice", "--yes")
+    # Then the claim lands on the installed class, as the webhook would have put it
+    assert result.exit_code == 0, result.output
+    assert f"recreated on {NFS_CLASS} (was {BLOCK_CLASS})" in result.output
+    _bound(_core(running), MARSHAL_PVC)
+
+
+def test_cli_without_an_installation_says_to_pass_the_class(
+    cluster: tuple[RunningSandbox, StorageProvisioners],
+) -> None:
+    running, _ = cluster
+    line = _one_sentence_error(_plain_cli(running, MARSHAL_PVC, "-n", "alice", "--yes"))
+    assert "configmap vsphere-kale/vsphere-kale-config not found" in line
+    assert "pass --rwx-storage-class CLASS" in line
+    # and nothing was touched
+    claim = _core(running).read_namespaced_persistent_volume_claim(MARSHAL_PVC, "alice")
+    assert claim.spec.storage_class_name == BLOCK_CLASS
+
+
+def test_cli_with_invalid_installed_settings_names_the_configmap(
+    cluster: tuple[RunningSandbox, StorageProvisioners],
+) -> None:
+    running, _ = cluster
+    _install(running, "--rwx-storage-class", NFS_CLASS)
+    # Given an admin's hand edit that broke the installed settings
+    _core(running).patch_namespaced_config_map(
+        "vsphere-kale-config", "vsphere-kale", {"data": {"config.yaml": "storage: [oops"}}
+    )
+    line = _one_sentence_error(_plain_cli(running, MARSHAL_PVC, "-n", "alice", "--yes"))
+    assert line.startswith("error: configuration: configmap vsphere-kale/vsphere-kale-config:")
+    assert "the installed config.yaml is invalid" in line
+    assert "pass --rwx-storage-class CLASS" in line
+
+
+def test_cli_when_the_caller_may_not_read_the_installed_settings(
+    cluster: tuple[RunningSandbox, StorageProvisioners],
+) -> None:
+    running, _ = cluster
+    _install(running, "--rwx-storage-class", NFS_CLASS)
+    # A profile owner may manage claims in alice, not read vsphere-kale's ConfigMap
+    result = _plain_cli(running, MARSHAL_PVC, "-n", "alice", "--yes", token=running.tokens["alice"])
+    line = _one_sentence_error(result)
+    assert "reading the installed settings (configmap vsphere-kale/vsphere-kale-config) is " in line
+    assert "forbidden: pass --rwx-storage-class CLASS" in line
+
+
+def test_cli_with_a_settings_file_without_a_class_says_so(
+    cluster: tuple[RunningSandbox, StorageProvisioners], tmp_path: Any
+) -> None:
+    running, _ = cluster
+    config = tmp_path / "config.yaml"
+    config.write_text("podSecurity: {mode: psa}\n", encoding="utf-8")
+    result = _plain_cli(running, MARSHAL_PVC, "-n", "alice", "--yes", "--config", str(config))
+    line = _one_sentence_error(result)
+    assert line == (
+        "error: configuration: storage.rwxStorageClass: not set in the settings file: "
+        "pass --rwx-storage-class"
+    )

@@ -184,6 +184,57 @@ def test_writes_collect_warning_headers(sandbox: RunningSandbox, kube: Kube) -> 
         kube.create(r.CONFIG_MAP, configmap("denied"))
 
 
+def test_non_ascii_warnings_arrive_as_written(sandbox: RunningSandbox, kube: Kube) -> None:
+    """kube-apiserver writes warning texts as UTF-8 bytes (k8s.io/apimachinery
+    ``NewWarningHeader``); http.client reads header bytes as latin-1. Our webhook's own
+    shortened warnings carry "…" (policy.storage ``_short``)."""
+    texts = (
+        "storageClassName rewritten from vsphere-block-storage-policy-with-a-very-long-n… "
+        "to nfs-client",
+        "la classe « nfs-client » est préférée",
+    )
+
+    async def warn(attrs: Any, obj: Any, old: Any) -> AdmissionResult:
+        return AdmissionResult(obj, warnings=texts)
+
+    sandbox.sandbox.admit = warn
+    warnings: list[str] = []
+    kube.create(r.CONFIG_MAP, configmap("utf8"), dry_run=True, warnings=warnings)
+    assert warnings == list(texts)
+
+
+def test_warnings_with_control_characters_are_dropped_as_kube_apiserver_does(
+    sandbox: RunningSandbox, kube: Kube
+) -> None:
+    # kube-apiserver's warning recorder drops a text with control characters (it cannot be
+    # a header value); the write itself succeeds.
+    async def warn(attrs: Any, obj: Any, old: Any) -> AdmissionResult:
+        return AdmissionResult(obj, warnings=("kept", "forged\r\nSet-Cookie: x=1", "kept"))
+
+    sandbox.sandbox.admit = warn
+    warnings: list[str] = []
+    kube.create(r.CONFIG_MAP, configmap("ctl"), warnings=warnings)
+    assert warnings == ["kept"]  # and duplicates once, as kube-apiserver dedupes
+    assert kube.get(r.CONFIG_MAP, "ctl", namespace="default")
+
+
+def test_warnings_past_4k_characters_are_cut_as_kube_apiserver_cuts_them(
+    sandbox: RunningSandbox, kube: Kube
+) -> None:
+    # kube-apiserver's recorder: 4096 characters in all, then every text cut to 256 and
+    # later ones added until 4096 again (k8s.io/apiserver endpoints/filters/warning.go).
+    texts = tuple(f"{i:02d}" + "x" * 298 for i in range(20))
+
+    async def warn(attrs: Any, obj: Any, old: Any) -> AdmissionResult:
+        return AdmissionResult(obj, warnings=texts)
+
+    sandbox.sandbox.admit = warn
+    warnings: list[str] = []
+    kube.create(r.CONFIG_MAP, configmap("long"), dry_run=True, warnings=warnings)
+    # 13 texts fit (3900); the 14th starts the cut: 14 x 256, then 2 more reach 4096
+    assert warnings == [t[:256] for t in texts[:16]]
+
+
 def test_errors_are_translated_with_retry_after(sandbox: RunningSandbox, kube: Kube) -> None:
     # (A GET answered 429 is retried by the client itself after Retry-After; a POST is not.)
     sandbox.sandbox.faults.inject(verb="create", resource="configmaps", status=429, retry_after=3)

@@ -60,10 +60,46 @@ def test_resource_for_manifest_documents() -> None:
         (['299 - "one", 299 - "two"'], ["one", "two"]),
         (["not a warn-value"], ["not a warn-value"]),
         ([], []),
+        # With a warn-date (RFC 7234), as older servers may send
+        (['299 - "dated" "Wed, 21 Oct 2015 07:28:00 GMT"'], ["dated"]),
     ],
 )
 def test_parse_warnings(values: list[str], expected: list[str]) -> None:
     assert parse_warnings(values) == expected
+
+
+def _as_http_client_reads(text: str) -> str:
+    """The header value http.client hands over for a UTF-8 header: its bytes as latin-1."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # kube-apiserver writes UTF-8 verbatim inside the quotes (only " and \ escaped)
+        (
+            _as_http_client_reads('299 - "rewritten from a-very-long-n… to nfs"'),
+            ["rewritten from a-very-long-n… to nfs"],
+        ),
+        (
+            _as_http_client_reads('299 - "classe préférée", 299 - "\\"é\\""'),
+            ["classe préférée", '"é"'],
+        ),
+        # bytes that are not UTF-8: replaced, never mojibake
+        ('299 - "caf\xe9 ok"', ["caf\ufffd ok"]),
+        # control characters (a forged line, a terminal escape) never reach a log line
+        ('299 - "a\x1b[31mred\x07"', ["a\ufffd[31mred\ufffd"]),
+        (_as_http_client_reads("unparsable \u2026\x00"), ["unparsable \u2026\ufffd"]),
+        # RFC 2047 encoded-words, which client-go also tolerates (RFC 2616 servers)
+        ('299 - "=?UTF-8?B?w6l0w6k=?="', ["été"]),
+        # text beyond latin-1 cannot have come from http.client's decoding: kept as it is
+        ('299 - "wait…"', ["wait…"]),
+    ],
+)
+def test_parse_warnings_decodes_utf8_and_replaces_control_characters(
+    value: str, expected: list[str]
+) -> None:
+    assert parse_warnings([value]) == expected
 
 
 @pytest.mark.parametrize(

@@ -21,25 +21,16 @@ WARNING_PREFIX = (
 BLOCK = "vsan-default-storage-policy"
 
 
-def utf8(text: str) -> str:
-    """http.client decodes header bytes as latin-1; kube-apiserver sends UTF-8 (the "…" of a
-    shortened name). Undo that, as kubectl shows it."""
-    try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
-
-
 def create_claim(
     kube: Kube, namespace: str, claim: dict[str, Any], *, dry_run: bool = True
 ) -> tuple[dict[str, Any], list[str]]:
     """The claim as stored (``dryRun=All``: admitted and validated in full, not written) and
-    the warnings of the answer."""
+    the warnings of the answer (UTF-8 as kube-apiserver wrote them: Kube decodes them)."""
     warnings: list[str] = []
     stored = kube.create(
         r.PERSISTENT_VOLUME_CLAIM, claim, namespace=namespace, dry_run=dry_run, warnings=warnings
     )
-    return stored, [utf8(w) for w in warnings]
+    return stored, warnings
 
 
 def rwx_claim(storage_class: str | None = BLOCK, *, name: str | None = None) -> dict[str, Any]:

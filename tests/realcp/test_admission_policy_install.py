@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from admission_policy_helpers import (
@@ -138,6 +139,73 @@ def test_the_status_the_panel_shows_names_the_policy_mode(cluster: Cluster) -> N
     assert webhook["caBundleNotAfter"] is None
     assert f"places ReadWriteMany claims on {NFS_CLASS}" in webhook["message"]
     assert not [p for p in status["problems"] if p["kind"] == "webhook"], status["problems"]
+
+
+def _policy_gets(api: client.ApiClient) -> float:
+    """GETs of mutatingadmissionpolicies kube-apiserver has served (its own request counter,
+    ``apiserver_request_total``): the requests counted where they arrive."""
+    request = api.param_serialize(
+        "GET", "/metrics", header_params={"Accept": "text/plain"}, auth_settings=["BearerToken"]
+    )
+    response = api.call_api(*request)
+    response.read()
+    total = 0.0
+    for line in response.data.decode().splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="mutatingadmissionpolicies"' in line
+            and 'verb="GET"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_status_reads_the_policy_only_when_there_is_no_webhook_configuration(
+    cluster: Cluster, admin_api: client.ApiClient
+) -> None:
+    """A status call in webhook mode (a webhook configuration exists) costs no read of the
+    MutatingAdmissionPolicy; in policy mode (none exists) exactly one, and the verdicts are
+    each mode's own."""
+    from vsphere_kale.health.status import collect_status
+    from vsphere_kale.settings import settings_from_mapping
+
+    settings = settings_from_mapping({"storage": {"rwxStorageClass": NFS_CLASS}})
+    hooks = unique("hooks")
+    cluster.kube.create(
+        r.MUTATING_WEBHOOK_CONFIGURATION,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": hooks},
+            "webhooks": [],
+        },
+    )
+
+    def status(webhook_name: str) -> dict[str, Any]:
+        doc = collect_status(
+            cluster.kube,
+            cluster.team,
+            settings=settings,
+            mode="off",
+            can_reconcile=False,
+            source="service",
+            webhook_name=webhook_name,
+        )
+        return dict(doc["webhook"])
+
+    try:
+        before = _policy_gets(admin_api)
+        # When: a status where the webhook configuration exists (our policy exists too)
+        with_hooks = status(hooks)
+        # and one where it does not
+        without = status("vsphere-kale")
+        # Then: one GET in all (counted once the server has recorded the second call's)
+        wait_for("the policy read counted", lambda: _policy_gets(admin_api) > before)
+        assert _policy_gets(admin_api) - before == 1
+        assert (with_hooks["admission"], with_hooks["verdict"]) == ("webhook", "ca-invalid")
+        assert (without["admission"], without["verdict"]) == ("policy", "ok")
+    finally:
+        cluster.kube.delete(r.MUTATING_WEBHOOK_CONFIGURATION, hooks)
 
 
 def test_install_uninstall_install_rewrites_claims_again(cluster: Cluster) -> None:

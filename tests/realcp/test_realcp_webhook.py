@@ -30,6 +30,9 @@ from realcp_helpers import (
 
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.install import certs
+from vsphere_kale.kube import Kube
+from vsphere_kale.kube import resources as r
+from vsphere_kale.policy.storage import build_rewrite_warning
 
 ORIGINAL = "vsphere-kale.io/original-storage-class"
 
@@ -142,6 +145,30 @@ def test_kubectl_apply_of_an_rwx_claim_is_stored_on_nfs_with_our_warning(
     stored = read_claim(admin_api, namespace, "marshal")
     assert stored.spec.storage_class_name == NFS_CLASS
     assert stored.metadata.annotations[ORIGINAL] == BLOCK_CLASS
+
+
+def test_a_shortened_warning_reaches_the_adapter_and_kubectl_as_utf8(
+    installed: Installed, admin_api: client.ApiClient, namespace: str
+) -> None:
+    """Our webhook shortens a long class name with "…" (policy.storage); kube-apiserver
+    forwards it as UTF-8 bytes in its Warning header. Kube (http.client reads headers as
+    latin-1) and kubectl (client-go) must both show the text as written, not mojibake."""
+    long_class = "vsphere-" + "block-storage-policy-" * 5
+    expected = build_rewrite_warning(long_class, NFS_CLASS)
+    assert "…" in expected  # the case under test: a non-ASCII warning the webhook writes
+    warnings: list[str] = []
+    body = claim_yaml("long", namespace, mode="ReadWriteMany", storage_class=long_class)
+    Kube(admin_api).create(r.PERSISTENT_VOLUME_CLAIM, yaml.safe_load(body), warnings=warnings)
+    assert warnings == [expected]
+    done = kubectl(
+        installed.cp,
+        "apply",
+        "-f",
+        "-",
+        stdin=claim_yaml("long2", namespace, mode="ReadWriteMany", storage_class=long_class),
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Warning: {expected}" in done.stderr
 
 
 def test_a_claim_without_class_reaches_the_webhook_with_the_default_class(

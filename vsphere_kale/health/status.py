@@ -6,7 +6,8 @@ costs the same handful of requests:
 * list PersistentVolumeClaims in the namespace
 * list the namespace's PVC ``ProvisioningFailed`` Events (by field selector)
 * list StorageClasses
-* get the MutatingWebhookConfiguration (by name)
+* get the MutatingWebhookConfiguration (by name); only when there is none, our
+  MutatingAdmissionPolicy (``install --admission policy``, where the kind is served)
 * get the Namespace, get the Kubeflow Profile (same name)
 * list RoleBindings in the namespace (psp mode only)
 * list the namespace's running pods, only when a claim could be recreated but for a pod that
@@ -207,13 +208,6 @@ STATUS_READS: tuple[Read, ...] = (
         absent_is_none=True,
     ),
     Read(
-        "admission_policy",
-        _get_admission_policy,
-        "the caller may not get mutatingadmissionpolicies.admissionregistration.k8s.io "
-        f"{ADMISSION_POLICY_NAME} to check the admission-policy mode.",
-        absent_is_none=True,
-    ),
-    Read(
         "profile",
         _get_profile,
         "Cannot check pod security: the caller may not get profiles.kubeflow.org {namespace}.",
@@ -232,6 +226,17 @@ STATUS_READS: tuple[Read, ...] = (
 )
 """Every read of the status, in the order their errors are raised (:func:`_fetch_all`)."""
 
+ADMISSION_POLICY_READ = Read(
+    "admission_policy",
+    _get_admission_policy,
+    "the caller may not get mutatingadmissionpolicies.admissionregistration.k8s.io "
+    f"{ADMISSION_POLICY_NAME} to check the admission-policy mode.",
+    absent_is_none=True,
+)
+"""Read after the others, and only when there is no webhook configuration: the policy
+decides ``webhook.admission`` only then (``policy.health_webhook.decide_webhook``), so the
+usual webhook install pays no request for it."""
+
 
 def _readers(
     kube: Kube, namespace: str, *, mode: str, webhook_name: str
@@ -239,13 +244,13 @@ def _readers(
     """One callable per read of :data:`STATUS_READS` that ``mode`` needs, each translating
     errors and turning 403 into Unreadable."""
     at = ReadContext(kube, namespace, webhook_name)
+    return {read.key: _reader(at, read) for read in STATUS_READS if mode in read.modes}
 
-    def reader(read: Read) -> Callable[[], Any]:
-        forbidden = read.forbidden.format(namespace=namespace, webhook=webhook_name)
-        wrap = get_or_unreadable if read.absent_is_none else read_or_unreadable
-        return lambda: wrap(lambda: read.fetch(at), forbidden=forbidden)
 
-    return {read.key: reader(read) for read in STATUS_READS if mode in read.modes}
+def _reader(at: ReadContext, read: Read) -> Callable[[], Any]:
+    forbidden = read.forbidden.format(namespace=at.namespace, webhook=at.webhook_name)
+    wrap = get_or_unreadable if read.absent_is_none else read_or_unreadable
+    return lambda: wrap(lambda: read.fetch(at), forbidden=forbidden)
 
 
 def _fetch_all(readers: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -372,6 +377,10 @@ def collect_status(
     events: list[Event] | Unreadable = got["events"]
     storage_classes: list[StorageClass] | Unreadable = got["storage_classes"]
     webhook: MutatingWebhookConfiguration | Unreadable | None = got["webhook"]
+    admission_policy = None
+    if webhook is None:
+        at = ReadContext(kube, namespace, webhook_name)
+        admission_policy = _reader(at, ADMISSION_POLICY_READ)()
     needs = None
     if resolved == "psa" and not isinstance(got["namespace"], Unreadable):
         needs = fetch_needs(
@@ -401,7 +410,7 @@ def collect_status(
         source=source,
         now=now or dt.datetime.now(dt.timezone.utc),
         webhook_name=webhook_name,
-        admission_policy=got["admission_policy"],
+        admission_policy=admission_policy,
         pods=fetch_pods_if_needed(
             kube, namespace, pvcs=pvcs, storage_classes=storage_classes, settings=settings
         ),

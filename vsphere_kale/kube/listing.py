@@ -4,6 +4,7 @@ over :class:`~vsphere_kale.kube.api.Kube`'s raw requests."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client.exceptions import ApiException
@@ -60,8 +61,39 @@ class ListFunction:
             timeout=timeout,
         )
         if stream and 200 <= response.status <= 299:
-            return response.response
+            return WatchStream(response.response)
         response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
         return json.loads(response.data or b"null")
+
+
+class WatchStream:
+    """A streaming watch response (urllib3's ``HTTPResponse``, every attribute passed
+    through) whose :meth:`shutdown` ends the connection quietly.
+
+    A watcher stops by shutting the socket down from another thread, which unblocks the
+    reading one at once. urllib3's own ``shutdown()`` shuts only the read side; over TLS,
+    OpenSSL 3 then takes the end of input for a truncated stream and sends the server a
+    fatal ``decode_error`` alert (its handling of an EOF without close_notify), which the
+    server logs as a TLS error: three of them each time the playground stopped. Shutting
+    both directions down sends the server a plain end of stream instead, as
+    ``kubernetes.watch.Watch.stop()`` does.
+    """
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._response)
+
+    def shutdown(self) -> None:
+        connection = self._response.connection
+        sock = getattr(connection, "sock", None) if connection is not None else None
+        if sock is None:  # released or never connected: urllib3 says which
+            self._response.shutdown()
+            return
+        sock.shutdown(socket.SHUT_RDWR)

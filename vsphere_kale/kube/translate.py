@@ -9,6 +9,8 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -25,6 +27,11 @@ from vsphere_kale.errors import (
 # RFC 7234 warn-value as the API server writes it: 299 - "text" (quotes and backslashes
 # escaped): https://kubernetes.io/blog/2020/09/03/warnings/
 _WARNING = re.compile(r'\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+
+# C0, DEL and C1 controls (Go's unicode.IsControl, what kube-apiserver refuses in a warning),
+# plus the bidirectional embedding/override/isolate marks, which make a log line read
+# differently from what it says.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _status_message(exc: ApiException) -> str:
@@ -78,15 +85,51 @@ def kube_errors(action: str) -> Iterator[None]:
         raise KubeUnavailable(f"{action}: API server unreachable ({exc})") from exc
 
 
+def decode_header_value(value: str) -> str:
+    """A header value as the text its bytes spell in UTF-8.
+
+    http.client decodes header bytes as latin-1 (RFC 7230's historical default), but
+    kube-apiserver writes warning texts as UTF-8 bytes, unescaped apart from ``"`` and ``\\``
+    (k8s.io/apimachinery ``net.NewWarningHeader``): re-encoding gives those bytes back.
+    Bytes that are not UTF-8 become U+FFFD. A value with characters beyond latin-1 did not
+    come from http.client's decoding and is already text.
+    """
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value
+    return raw.decode("utf-8", errors="replace")
+
+
+def _decode_encoded_words(text: str) -> str:
+    # RFC 2616 servers encoded warn-text as RFC 2047 encoded-words; client-go's
+    # ParseWarningHeader tolerates them, and so do we.
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
+        return text
+
+
+def _printable(text: str) -> str:
+    """Control characters as U+FFFD: these texts are logged and shown (a forged log line or
+    a terminal escape must not get through)."""
+    return _CONTROL.sub("\ufffd", text)
+
+
 def parse_warnings(values: Sequence[str]) -> list[str]:
-    """The texts of ``Warning`` header values (``299 - "text"``); unparsable ones verbatim."""
+    """The texts of ``Warning`` header values (``299 - "text"``), decoded as UTF-8 and free
+    of control characters; an unparsable value is kept whole (the same way)."""
     texts: list[str] = []
     for value in values:
+        value = decode_header_value(value)
         matches = list(_WARNING.finditer(value))
         if not matches:
-            texts.append(value.strip())
+            texts.append(_printable(value.strip()))
         for m in matches:
-            texts.append(re.sub(r"\\(.)", r"\1", m.group(1)))
+            text = _decode_encoded_words(re.sub(r"\\(.)", r"\1", m.group(1)))
+            texts.append(_printable(text))
     return texts
 
 

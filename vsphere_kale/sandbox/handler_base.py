@@ -237,12 +237,24 @@ def validate_meta(rt: ResourceType, obj: JSONObject) -> None:
 # --- the handler ----------------------------------------------------------------------------
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""Go's ``unicode.IsControl``: what kube-apiserver refuses in a warning text."""
+_WARNINGS_TOTAL = 4 * 1024
+"""Characters (runes) of warning text per answer before kube-apiserver truncates."""
+_WARNING_TRUNCATED = 256
+"""What each text is cut to once the total is exceeded."""
+
+
 class BaseHandler(tornado.web.RequestHandler):
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
     def initialize(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
         self._watch_queue: asyncio.Queue[WatchEvent | None] | None = None
+        # kube-apiserver's warning recorder, per answer: texts in order, characters written
+        self._warned: list[str] = []
+        self._warn_written = 0
+        self._warn_truncating = False
 
     def compute_etag(self) -> str | None:
         return None
@@ -260,8 +272,44 @@ class BaseHandler(tornado.web.RequestHandler):
         self._send(exc.code, exc.to_status())
 
     def _warn(self, text: str) -> None:
+        """A ``Warning: 299 - "text"`` header, as kube-apiserver's warning recorder writes
+        it (k8s.io/apiserver/pkg/endpoints/filters/warning.go): empty and repeated texts are
+        skipped; a text that is not UTF-8 or has control characters is dropped (apimachinery
+        ``net.NewWarningHeader`` refuses it); the text goes out as UTF-8 bytes, only ``"``
+        and ``\\`` escaped. Past 4096 characters in all, the texts so far are written again
+        cut to 256 each, and later ones too until 4096 is reached again."""
+        if not text or (self._warn_truncating and self._warn_written >= _WARNINGS_TOTAL):
+            return
+        if text in self._warned:
+            return
+        self._warned.append(text)
+        if self._warn_truncating:
+            text = text[:_WARNING_TRUNCATED]
+        if self._warn_written + len(text) <= _WARNINGS_TOTAL or self._warn_truncating:
+            if self._add_warning(text):
+                self._warn_written += len(text)
+            return
+        self._warn_truncating = True
+        self._warn_written = 0
+        self.clear_header("Warning")
+        for each in self._warned:
+            cut = each[:_WARNING_TRUNCATED]
+            if self._add_warning(cut):
+                self._warn_written += len(cut)
+
+    def _add_warning(self, text: str) -> bool:
+        """Add one header; False (nothing added) for a text no header may carry."""
+        if _CONTROL.search(text):
+            return False
         escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        self.add_header("Warning", f'299 - "{escaped}"')
+        try:
+            utf8 = f'299 - "{escaped}"'.encode()
+        except UnicodeEncodeError:  # lone surrogates: not valid UTF-8
+            return False
+        # tornado writes header lines as latin-1: hand it the UTF-8 bytes one per character,
+        # so the wire carries UTF-8, as kube-apiserver's does.
+        self.add_header("Warning", utf8.decode("latin-1"))
+        return True
 
     def on_connection_close(self) -> None:
         if self._watch_queue is not None:
