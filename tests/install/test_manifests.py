@@ -464,7 +464,18 @@ def test_deployment_runs_locked_down(
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "hostNetwork" not in pod and "hostPID" not in pod
     assert pod["serviceAccountName"] == NAME
-    assert pod["automountServiceAccountToken"] is True
+    # The token only where the API is called: the webhook container, open to anyone, has none.
+    assert pod["automountServiceAccountToken"] is False
+    (token,) = [v for v in pod["volumes"] if "projected" in v]
+    sources = token["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert "audience" not in sources[0]["serviceAccountToken"]  # the API server's own
+    for name, container in pod_containers(rendered[combo]).items():
+        mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        if name == NAME:
+            assert mounted[token["name"]] == "/var/run/secrets/kubernetes.io/serviceaccount"
+        else:
+            assert token["name"] not in mounted
     containers = pod_containers(rendered[combo])
     assert list(containers) == [NAME, WEBHOOK]
     for container in containers.values():
