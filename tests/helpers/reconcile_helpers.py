@@ -89,6 +89,24 @@ def create_profile(api: client.ApiClient, name: str) -> None:
             raise
 
 
+def create_profile_namespace(api: client.ApiClient, name: str, labels: dict[str, str]) -> None:
+    """A Profile, then its namespace with ``labels``, owned by it with the controller reference
+    Kubeflow's profile controller sets (a same-named Profile alone is not enough for the
+    reconciler)."""
+    profile = client.CustomObjectsApi(api).create_cluster_custom_object(
+        "kubeflow.org", "v1", "profiles", build_profile(name, f"{name}@example.com")
+    )
+    client.CoreV1Api(api).create_namespace(
+        {
+            "metadata": {
+                "name": name,
+                "labels": dict(labels),
+                "ownerReferences": [owner_reference(profile)],
+            }
+        }
+    )
+
+
 def read_binding(api: client.ApiClient, ns: str, name: str) -> Any | None:
     try:
         return client.RbacAuthorizationV1Api(api).read_namespaced_role_binding(name, ns)

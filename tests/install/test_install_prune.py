@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from click.testing import CliRunner
+from install_helpers import install_outcomes
 
 from vsphere_kale.cli import main
 from vsphere_kale.install import applyset, render
@@ -44,16 +45,6 @@ def cli(running: RunningSandbox, *args: str) -> tuple[int, str]:
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result.exit_code, result.stdout
-
-
-def lines(stdout: str) -> dict[str, str]:
-    """``kind/name`` -> the rest of install's line for it."""
-    found = {}
-    for line in stdout.splitlines():
-        name, _, rest = line.partition(" ")
-        if "/" in name:
-            found[name] = rest
-    return found
 
 
 def configmap(name: str, namespace: str, *, labels: dict[str, str]) -> dict[str, Any]:
@@ -142,7 +133,7 @@ def test_a_dropped_component_is_previewed_then_pruned(
     code, out = cli(running, "install", "--dry-run")
     # Then: the three objects only that component rendered would go, and are still there
     assert code == 0, out
-    preview = lines(out)
+    preview = install_outcomes(out)
     for name in PSP_OBJECTS:
         assert preview[name] == "deleted (server dry run) (pruned: no longer rendered)", out
     assert exists(kube, r.POD_SECURITY_POLICY, name="vsphere-kale-restricted")
@@ -151,7 +142,7 @@ def test_a_dropped_component_is_previewed_then_pruned(
     code, out = cli(running, "install")
     # Then: they are pruned, and said so; everything else is unchanged
     assert code == 0, out
-    done = lines(out)
+    done = install_outcomes(out)
     assert {k: v for k, v in done.items() if v != "unchanged"} == {
         name: "deleted (pruned: no longer rendered)" for name in PSP_OBJECTS
     }, out
@@ -162,11 +153,11 @@ def test_a_dropped_component_is_previewed_then_pruned(
     parent = kube.get(r.CONFIG_MAP, applyset.PARENT_NAME, namespace=NS)
     assert "PodSecurityPolicy.policy" not in applyset.recorded_group_kinds(parent)
     code, out = cli(running, "install")
-    assert code == 0 and set(lines(out).values()) == {"unchanged"}, out
+    assert code == 0 and set(install_outcomes(out).values()) == {"unchanged"}, out
     # No orphan: the set's members are exactly what this install printed, bar the Namespace
     # and the parent (neither is a member).
     members = applyset.fetch_members(kube, SET_ID, resources=RESOURCES.values(), namespaces={NS})
-    printed = set(lines(out)) - {f"namespace/{NS}", f"configmap/{applyset.PARENT_NAME}"}
+    printed = set(install_outcomes(out)) - {f"namespace/{NS}", f"configmap/{applyset.PARENT_NAME}"}
     assert {render.ObjectKey.of(m).describe() for m in members} == printed
 
 
@@ -221,7 +212,7 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
 
     # Then: only the object we applied is pruned; the others are kept and the output says why
     assert code == 0, out
-    said = lines(out)
+    said = install_outcomes(out)
     assert said["configmap/vsphere-kale-legacy"] == "deleted (pruned: no longer rendered)"
     assert said["configmap/vsphere-kale-notes"] == "kept (not applied by vsphere-kale)"
     assert said["configmap/vsphere-kale-gitops"] == "kept (not applied by vsphere-kale)"
@@ -236,7 +227,7 @@ def test_only_what_install_applied_is_pruned_and_uninstall_removes_exactly_that(
 
     # Then: every object install applied is gone, the parent last, and nothing else
     assert code == 0, out
-    gone = lines(out)
+    gone = install_outcomes(out)
     assert gone.pop("namespace/platform") == "kept (existed before install)"
     assert gone.pop("configmap/vsphere-kale-notes") == "kept (not applied by vsphere-kale)"
     assert gone.pop("configmap/vsphere-kale-gitops") == "kept (not applied by vsphere-kale)"

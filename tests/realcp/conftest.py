@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, default_service_account, wait_for
+from reconcile_helpers import create_profile_namespace
 
 from vsphere_kale.controlplane import RunningControlPlane
 
@@ -143,29 +144,8 @@ def profile_namespace_factory(
 
     def make(prefix: str, labels: dict[str, str], *, service_accounts: tuple[str, ...] = ()) -> str:
         name = f"{prefix}-{secrets.token_hex(3)}"
-        profile = custom.create_cluster_custom_object(
-            "kubeflow.org",
-            "v1",
-            "profiles",
-            {
-                "apiVersion": "kubeflow.org/v1",
-                "kind": "Profile",
-                "metadata": {"name": name},
-                "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
-            },
-        )
         made.append(name)
-        owner = {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "name": name,
-            "uid": profile["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        core.create_namespace(
-            {"metadata": {"name": name, "labels": labels, "ownerReferences": [owner]}}
-        )
+        create_profile_namespace(admin_api, name, labels)
         default_service_account(admin_api, name)
         for account in service_accounts:
             core.create_namespaced_service_account(name, {"metadata": {"name": account}})

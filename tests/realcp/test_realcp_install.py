@@ -12,6 +12,7 @@ What an admin relies on when re-running install on a cluster they have touched:
 
 from __future__ import annotations
 
+from install_helpers import install_outcomes
 from kubernetes import client
 from realcp_helpers import NFS_CLASS, cli, kubectl, wait_namespace_gone
 
@@ -21,16 +22,6 @@ from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
 
 NS = "vsphere-kale"
-
-
-def outcomes(stdout: str) -> dict[str, str]:
-    """``kind/name`` -> the rest of install's line (outcome and note)."""
-    found = {}
-    for line in stdout.splitlines():
-        name, _, rest = line.partition(" ")
-        if "/" in name:
-            found[name] = rest
-    return found
 
 
 def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prunes(
@@ -54,7 +45,7 @@ def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prun
         }
         again = cli("install", "--kubeconfig", kubeconfig)
         assert again.returncode == 0, again.stderr
-        assert set(outcomes(again.stdout).values()) == {"unchanged"}, again.stdout
+        assert set(install_outcomes(again.stdout).values()) == {"unchanged"}, again.stdout
         assert (
             apps.read_namespaced_deployment(NS, NS).metadata.resource_version
             == (versions["deployment"])
@@ -93,7 +84,7 @@ def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prun
 
         # Then: the API server named the conflict and install says what it took back...
         assert third.returncode == 0, third.stderr
-        line = outcomes(third.stdout)["deployment.apps/vsphere-kale"]
+        line = install_outcomes(third.stdout)["deployment.apps/vsphere-kale"]
         assert line.startswith("configured (took over .spec.replicas from "), line
         assert '"kubectl' in line, line  # kubectl scale's manager, as the API server names it
         deployment = apps.read_namespaced_deployment(NS, NS)
@@ -109,7 +100,7 @@ def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prun
         managers = {m.manager for m in deployment.metadata.managed_fields}
         assert FIELD_MANAGER in managers
         # ...and removed what an older install applied and this one does not render.
-        assert outcomes(third.stdout)["configmap/vsphere-kale-config"] == "configured"
+        assert install_outcomes(third.stdout)["configmap/vsphere-kale-config"] == "configured"
         config_map = core.read_namespaced_config_map("vsphere-kale-config", NS)
         assert "vsphere-kale.io/rendered-by" not in (config_map.metadata.annotations or {})
     finally:

@@ -40,6 +40,7 @@ from realcp_helpers import (
     wait_for,
     wait_namespace_gone,
 )
+from reconcile_helpers import create_profile_namespace
 
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.errors import KubeForbidden
@@ -119,39 +120,8 @@ def installed(
 
 
 def make_profile(admin_api: client.ApiClient, name: str) -> None:
-    profile = client.CustomObjectsApi(admin_api).create_cluster_custom_object(
-        "kubeflow.org",
-        "v1",
-        "profiles",
-        {
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "Profile",
-            "metadata": {"name": name},
-            "spec": {"owner": {"kind": "User", "name": f"{name}@example.com"}},
-        },
-    )
-    # Owned by its Profile, as Kubeflow's profile controller makes it: the reconciler manages
-    # a namespace only with that controller reference (a same-named Profile is not enough).
-    client.CoreV1Api(admin_api).create_namespace(
-        {
-            "metadata": {
-                "name": name,
-                "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"},
-                "ownerReferences": [owner_reference(profile)],
-            }
-        }
-    )
-
-
-def owner_reference(profile: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "Profile",
-        "name": profile["metadata"]["name"],
-        "uid": profile["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    """A profile namespace as Kubeflow's profile controller makes it."""
+    create_profile_namespace(admin_api, name, {"app.kubernetes.io/part-of": "kubeflow-profile"})
 
 
 def delete_profile(admin_api: client.ApiClient, name: str) -> None:
