@@ -110,6 +110,19 @@ def attempt(call: Callable[[], Any]) -> Outcome:
     return "ok"
 
 
+def attempt_once_granted(call: Callable[[], Any], *, timeout: float = 10.0) -> Outcome:
+    """:func:`attempt` right after an RBAC grant: kube-apiserver's authorizer reads Roles and
+    bindings from its informers, so a grant takes effect when their watch delivers it (a few
+    milliseconds, more on a busy machine). Retried while refused, within ``timeout``; the
+    last outcome (a refusal that outlives the timeout is a real difference)."""
+    deadline = time.monotonic() + timeout
+    outcome = attempt(call)
+    while outcome != "ok" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        outcome = attempt(call)
+    return outcome
+
+
 def _prefix(outcome: Outcome, prefix: str) -> Outcome:
     """Keep only ``prefix`` of the message when it starts with it (the rest is the decoder's
     own error text: Go's encoding/json there, Python's json here)."""
@@ -306,7 +319,7 @@ def impersonation(target: Target) -> Outcome:
     as_alice.set_default_header("Impersonate-User", alice)
     before = attempt(lambda: client.CoreV1Api(as_alice).list_namespaced_config_map(ns))
     _grant_reader(target, ns, alice)
-    after = attempt(lambda: client.CoreV1Api(as_alice).list_namespaced_config_map(ns))
+    after = attempt_once_granted(lambda: client.CoreV1Api(as_alice).list_namespaced_config_map(ns))
     alice_as_bob = target.api("alice")
     alice_as_bob.set_default_header("Impersonate-User", "bob@example.com")
     can_i = target.kubectl(
@@ -353,13 +366,18 @@ def rbac_escalation(target: Target) -> Outcome:
             "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}],
         }
 
+    # First the Role she may create, retried until the grant has reached the authorizer; only
+    # then is the refusal below about escalation and not about a grant still on its way.
+    held = attempt_once_granted(
+        lambda: as_alice.create_namespaced_role(ns, role("cms", "configmaps"))
+    )
     refused = attempt(lambda: as_alice.create_namespaced_role(ns, role("secrets", "secrets")))
     if isinstance(refused, dict):
         # The groups printed next come from each control plane's token set-up (the real
         # one's static token file adds an empty group), not from the API server.
         refused["message"] = refused["message"].split(" (groups=")[0]
     return {
-        "held": attempt(lambda: as_alice.create_namespaced_role(ns, role("cms", "configmaps"))),
+        "held": held,
         "not_held": refused,
     }
 
