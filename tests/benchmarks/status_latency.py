@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import urllib3
 import yaml
 from kubernetes import client, config
 
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.health.adminapi import build_admin_routes
 from vsphere_kale.health.status import collect_status
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
@@ -358,12 +358,6 @@ class FixedModeReconciler:
 
     def reconcile_all(self, *, timeout: float = 30.0) -> Any:
         raise NotImplementedError("not part of the benchmark")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def jupyter_rows(

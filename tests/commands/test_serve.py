@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from kubernetes import client
 # Shared helpers live in tests/helpers (on sys.path through pytest's `pythonpath`).
 from reconcile_helpers import ensure_namespace, events, ns_labels, read_binding, wait_for
 
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.install import admission_policy, certs
 from vsphere_kale.sandbox.testing import RunningSandbox
 
@@ -36,12 +36,6 @@ spec:
     kind: User
     name: {name}@example.com
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Serve:

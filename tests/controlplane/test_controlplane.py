@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,50 @@ def test_last_log_line_strips_control_characters(tmp_path: Path) -> None:
     log.write_bytes(b"first\nE1203 boom \x1b[31mred\x1b[0m\n\n")
     assert cp.last_log_line(log) == "E1203 boom [31mred[0m"
     assert cp.last_log_line(tmp_path / "missing.log") == "(no log)"
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    # The kernel's bind(0) pick comes from the range outgoing connections' source ports come
+    # from; a server that binds minutes later (the playground's serve) lost one to a client.
+    ephemeral = cp.config.ephemeral_port_range()
+    held = []
+    try:
+        for _ in range(30):
+            port = cp.free_port()
+            assert port not in ephemeral
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", port))  # free when handed out
+            listener.listen()
+            held.append(listener)
+        assert len({sock.getsockname()[1] for sock in held}) == len(held)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_port_somebody_listens_on_is_skipped() -> None:
+    def bindable(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    handed_out = cp.config._handed_out  # this process's earlier picks are skipped too
+    low = next(
+        p
+        for p in range(20000, 30000, 2)
+        if bindable(p) and bindable(p + 1) and p + 1 not in handed_out
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", low))
+        busy.listen()
+        # Two candidates, one taken: the other is the only answer.
+        assert cp.free_port(ephemeral=range(low + 2, 60999), lowest=low) == low + 1
+
+
+def test_without_room_below_the_ephemeral_range_the_kernel_picks() -> None:
+    port = cp.free_port(ephemeral=range(1024, 65535))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

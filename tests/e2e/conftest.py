@@ -19,7 +19,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from vsphere_kale.controlplane.config import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,12 +51,6 @@ NO_DEADLINE_MS = 24 * 3600 * 1000
 ``timeout``) is the one guard against a hang. ``expect`` has no "forever" (0 means its
 5 s default), so a day stands for it."""
 expect.set_options(timeout=NO_DEADLINE_MS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import urllib3
 import yaml
 from kubernetes import client
 
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.health.adminapi import ReconcilerLike, ResultLike, build_admin_routes
 from vsphere_kale.install.certs import build_cert_bundle, write_cert_files
 from vsphere_kale.kube import Kube
@@ -422,12 +422,6 @@ def test_malformed_authorization_is_401(cluster: Cluster, header: str) -> None:
 
 
 # --- through `vsphere-kale serve` ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Serve:

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from vsphere_kale.cli import main
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.install import render
 from vsphere_kale.install.installer import RESOURCES, fetch_served
 from vsphere_kale.kube import Kube
@@ -60,12 +60,6 @@ def list_managed(api_client: Any, kinds: Iterable[tuple[str, str]]) -> list[str]
             md = item.get("metadata") or {}
             found.append(f"{kind}/{md.get('namespace') or ''}/{md.get('name')}")
     return sorted(found)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from kubernetes import client
 from tls_helpers import served_certificate_expiry
 
 from vsphere_kale.cli import main
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.install import certs, rotation
 from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
@@ -37,14 +38,6 @@ from vsphere_kale.webhook.server import WebhookServer
 
 NS = "vsphere-kale"
 DNS = certs.service_dns_names("vsphere-kale", NS)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Kubelet:

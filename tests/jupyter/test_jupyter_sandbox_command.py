@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from vsphere_kale.controlplane.config import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 
@@ -123,12 +125,9 @@ def test_with_lab_the_banner_comes_once_jupyterlab_answers_without_news_or_a_tok
     tmp_path: Path,
 ) -> None:
     import json
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        lab_port = probe.getsockname()[1]
+    lab_port = free_port()
     exe = shutil.which("vsphere-kale")
     assert exe is not None
     process = subprocess.Popen(

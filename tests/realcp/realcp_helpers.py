@@ -3,7 +3,6 @@ folder on sys.path)."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,12 +19,6 @@ from vsphere_kale.controlplane import RunningControlPlane
 
 BLOCK_CLASS = "vsan-default-storage-policy"
 NFS_CLASS = "nfs-client"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def api_client_for(cp: RunningControlPlane, user: str = "admin") -> client.ApiClient:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 from admission_helpers import encode, review_body
 from test_webhook_server import Process, make_certs, request
+
+from vsphere_kale.controlplane.config import free_port
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,6 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ca(cert_dir: Path) -> Path:
     return cert_dir / "ca.crt"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -52,7 +47,7 @@ def _socket_inodes(pid: int) -> set[str]:
 
 
 def test_workers_share_the_port_and_stop_together(cert_dir: Path, ca: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = Process(
         "--cert-file", str(cert_dir / "tls.crt"), "--key-file", str(cert_dir / "tls.key"),
         "--address", "127.0.0.1", "--port", str(port), "--rwx-storage-class", "nfs-client",

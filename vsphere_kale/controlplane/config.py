@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,11 +100,49 @@ def find_binaries(environ: Mapping[str, str] | None = None) -> Binaries:
     return Binaries(etcd, apiserver, found["kube-controller-manager"])
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's pick; the usual small race)."""
+_LOWEST_PICK = 10000
+_handed_out: set[int] = set()
+
+
+def ephemeral_port_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
+    """The ports the kernel gives outgoing connections (Linux's default when unreadable)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def free_port(
+    host: str = "127.0.0.1", *, ephemeral: range | None = None, lowest: int = _LOWEST_PICK
+) -> int:
+    """A port nobody listens on now, chosen below the kernel's ephemeral range.
+
+    A port the kernel picks for ``bind(0)`` comes from the ephemeral range, which is also where
+    every outgoing connection's source port comes from: between picking it and the server binding
+    it (for the playground that is minutes — control plane, install, leader election) a client
+    connection can take it and the server fails with EADDRINUSE. Below that range only listeners
+    compete, so a random pick that binds now is still free when used. One process never gets the
+    same port twice.
+    """
+    ephemeral = ephemeral or ephemeral_port_range()
+    candidates = range(lowest, max(lowest, ephemeral.start))
+    for port in random.SystemRandom().sample(candidates, min(200, len(candidates))):
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    # No room below the ephemeral range (an unusual ip_local_port_range): the kernel's pick.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 # --- files (pure builders, then one writer) ----------------------------------------------------
