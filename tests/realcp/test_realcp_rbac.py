@@ -36,13 +36,13 @@ from realcp_helpers import (
     Process,
     cli,
     default_service_account,
-    free_port,
     wait_for,
     wait_namespace_gone,
 )
 from reconcile_helpers import create_profile_namespace
 
 from vsphere_kale.controlplane import RunningControlPlane
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.errors import KubeForbidden
 from vsphere_kale.install import certs
 from vsphere_kale.install.rotator import CertificateRotator

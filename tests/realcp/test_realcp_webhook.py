@@ -23,12 +23,12 @@ from realcp_helpers import (
     NFS_CLASS,
     Process,
     cli,
-    free_port,
     kubectl,
     wait_namespace_gone,
 )
 
 from vsphere_kale.controlplane import RunningControlPlane
+from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.install import certs
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
