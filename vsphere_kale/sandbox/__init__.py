@@ -54,6 +54,12 @@ What it emulates
 - Impersonation (``impersonation.py``): Impersonate-User/-Group/-Uid/-Extra-* each checked
   with verb ``impersonate`` in RBAC, then the request runs as that user; refusals worded as
   kube 1.36's constrained impersonation (whose own grants are not evaluated).
+- Decoding (``decoding.py``): a value of the wrong type in a typed field (ObjectMeta's
+  name/labels/annotations, ConfigMap ``data``/``binaryData``, Secret ``data``/``stringData``)
+  or a Secret value that is not base64 is refused in kube's words for each path: create and
+  update 400 (``cannot be handled as a ConfigMap: json: cannot unmarshal bool ...``), merge,
+  JSON and strategic merge patch 422 on ``patch``, server-side apply 500; nulls, empty maps,
+  key order and base64 come back as kube serves them.
 - Validation and built-in admission (``validation.py``): PVC spec (access modes,
   ``resources[storage]`` required) and ``ValidatePersistentVolumeClaimUpdate``'s immutability,
   422 with kube's messages and causes; DefaultStorageClass admission before the webhooks.
@@ -89,8 +95,8 @@ writing one is 405), no kubelet, no scheduler, no storage provisioning (PVCs sta
 no garbage collector (ownerReferences are stored, not acted on; Orphan and Foreground
 deletes remove the object at once), no validating webhooks, no status subresources (a PUT
 writes ``status`` too, and ``status`` is kept on create), no schema validation beyond
-names, labels, top-level fields and PVCs, SSA without associative lists, no protobuf
-responses, no aggregated discovery,
+names, labels, top-level fields, the decoder's typed fields and PVCs, SSA without associative
+lists, no protobuf responses, no aggregated discovery,
 no ``sendInitialEvents`` (refused with 422, as a 1.30 server without the WatchList feature
 gate does). Unsupported requests fail with a clear Status, never silently. Every accepted
 difference from kube-apiserver is listed in tests/differential/ACCEPTED_DIFFERENCES.yaml.

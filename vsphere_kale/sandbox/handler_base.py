@@ -218,22 +218,6 @@ def validate_name(rt: ResourceType, name: str) -> None:
         )
 
 
-def validate_meta(rt: ResourceType, obj: JSONObject) -> None:
-    meta = obj.get("metadata")
-    name = str((meta or {}).get("name") or (meta or {}).get("generateName") or "")
-    causes: list[tuple[str, str]] = []
-    for field in ("labels", "annotations"):
-        value = (meta or {}).get(field)
-        if value is None:
-            continue
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            causes.append((f"metadata.{field}", "Invalid value: must be a map of strings"))
-    if causes:
-        raise invalid(rt, name, causes)
-
-
 # --- the handler ----------------------------------------------------------------------------
 
 

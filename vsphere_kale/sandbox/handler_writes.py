@@ -11,6 +11,12 @@ from datetime import datetime, timezone
 from vsphere_kale.sandbox import protobuf
 from vsphere_kale.sandbox.apply import apply as apply_config
 from vsphere_kale.sandbox.apply import default_manager, record_update
+from vsphere_kale.sandbox.decoding import (
+    check_applied,
+    check_apply_config,
+    check_body,
+    check_patched,
+)
 from vsphere_kale.sandbox.handler_base import (
     ESCALATION_CHECKED,
     KNOWN_TOP_LEVEL_FIELDS,
@@ -21,13 +27,13 @@ from vsphere_kale.sandbox.handler_base import (
     complete_review,
     refuse_resource_version,
     resolve,
-    validate_meta,
     validate_name,
 )
 from vsphere_kale.sandbox.handler_reads import ReadHandler
 from vsphere_kale.sandbox.patching import (
     APPLY_PATCH,
     PATCH_TYPES,
+    STRATEGIC_MERGE_PATCH,
     apply_patch,
     parse_patch_body,
     unsupported_media_type,
@@ -115,6 +121,11 @@ class WriteHandler(ReadHandler):
         for k in unknown:
             self._warn(f'unknown field "{k}"')
 
+    @staticmethod
+    def _group_version(info: RequestInfo) -> str:
+        """The group/version as kube prints a GroupVersionKind (``/v1`` for the core group)."""
+        return f"{info.rt.group}/{info.version}"
+
     def _check_type_meta(self, info: RequestInfo, body: JSONObject) -> None:
         expected = info.rt.api_version(info.version)
         if "apiVersion" in body and body["apiVersion"] != expected:
@@ -127,9 +138,9 @@ class WriteHandler(ReadHandler):
                 f"the kind in the data ({body['kind']}) does not match the "
                 f"expected kind ({info.rt.kind})"
             )
+        if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
+            check_body(info.rt.kind, info.version, body)  # refuses it in Go's words
         meta = body.get("metadata")
-        if meta is not None and not isinstance(meta, dict):
-            raise bad_request("metadata must be an object")
         body_ns = (meta or {}).get("namespace")
         if info.rt.namespaced and body_ns and info.namespace and body_ns != info.namespace:
             raise bad_request(
@@ -227,6 +238,7 @@ class WriteHandler(ReadHandler):
             return
         dry_run = self._dry_run()
         self._check_type_meta(info, body)
+        check_body(info.rt.kind, info.version, body)
         body.setdefault("metadata", {})
         if info.rt.namespaced and info.namespace:
             body["metadata"]["namespace"] = info.namespace
@@ -245,7 +257,6 @@ class WriteHandler(ReadHandler):
             raise invalid(
                 info.rt, "", [("metadata.name", "Required value: name or generateName is required")]
             )
-        validate_meta(info.rt, body)
         refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
         self._record_update(info, None, admitted)
@@ -288,6 +299,7 @@ class WriteHandler(ReadHandler):
         body = self._body()
         dry_run = self._dry_run()
         self._check_type_meta(info, body)
+        check_body(info.rt.kind, info.version, body)
         meta = body.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != info.name:
             raise bad_request(
@@ -300,7 +312,6 @@ class WriteHandler(ReadHandler):
         body["apiVersion"] = info.rt.api_version(info.version)
         body["kind"] = info.rt.kind
         self._field_validation(body)
-        validate_meta(info.rt, body)
         st = self._storage_type(info)
         old = self.sandbox.store.get(st, info.namespace, info.name)
         if old is None:
@@ -343,12 +354,20 @@ class WriteHandler(ReadHandler):
             api_version = info.rt.api_version(info.version)
             if is_apply:
                 self._check_type_meta(info, patch)
+                check_apply_config(info.rt.kind, self._group_version(info), patch)
                 patched = apply_config(
                     served, patch, manager=manager, api_version=api_version,
                     now=now_rfc3339(), force=force,
                 )  # fmt: skip
+                check_applied(info.rt.kind, self._group_version(info), patch, patched)
             else:
                 patched = apply_patch(content_type, clone(served), patch)
+                check_patched(
+                    info.rt.kind,
+                    strategic=content_type == STRATEGIC_MERGE_PATCH,
+                    patch=patch,
+                    patched=patched,
+                )
             self._check_type_meta(info, patched)
             meta = patched.get("metadata")
             if not isinstance(meta, dict) or meta.get("name") != info.name:
@@ -356,7 +375,6 @@ class WriteHandler(ReadHandler):
             if info.rt.namespaced and meta.get("namespace") != info.namespace:
                 raise bad_request("a patch may not change metadata.namespace")
             self._field_validation(patched)
-            validate_meta(info.rt, patched)
             current_rv = current["metadata"]["resourceVersion"]
             explicit_rv = meta.get("resourceVersion") not in (None, current_rv)
             admitted = await self._admit(info, user, "UPDATE", patched, served, dry_run=dry_run)
@@ -387,10 +405,12 @@ class WriteHandler(ReadHandler):
     ) -> None:
         dry_run = self._dry_run()
         self._check_type_meta(info, config)
+        check_apply_config(info.rt.kind, self._group_version(info), config)
         body = apply_config(
             None, config, manager=manager, api_version=info.rt.api_version(info.version),
             now=now_rfc3339(), force=True,
         )  # fmt: skip
+        check_applied(info.rt.kind, self._group_version(info), config, body)
         body.setdefault("metadata", {})["name"] = info.name
         if info.rt.namespaced:
             body["metadata"]["namespace"] = info.namespace
@@ -398,7 +418,6 @@ class WriteHandler(ReadHandler):
         body["kind"] = info.rt.kind
         self._field_validation(body)
         validate_name(info.rt, info.name or "")
-        validate_meta(info.rt, body)
         refuse_resource_version(body)
         admitted = await self._admit(info, user, "CREATE", body, None, dry_run=dry_run)
         self._store_created(info, admitted, dry_run=dry_run)

@@ -119,7 +119,7 @@ def apply_update_defaults(rt: ResourceType, obj: JSONObject, current: JSONObject
         data: JSONObject = obj["data"] if isinstance(obj.get("data"), dict) else {}
         for key, value in obj.pop("stringData").items():
             data[key] = base64.b64encode(str(value).encode()).decode("ascii")
-        obj["data"] = data
+        obj["data"] = dict(sorted(data.items()))  # a Go map: served sorted by key
     elif rt.ref == SERVICES and isinstance(obj.get("spec"), dict):
         spec = obj["spec"]
         spec.setdefault("type", "ClusterIP")
