@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from reconcile_helpers import ensure_profile_crd
 
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.sandbox.testing import RunningSandbox
@@ -588,6 +589,35 @@ def typed_field_decoding(target: Target) -> Outcome:
     }
 
 
+def custom_resource_decoding(target: Target) -> Outcome:
+    """A custom resource is decoded unstructured, only its metadata into ObjectMeta: kube's
+    words name ``ObjectMeta.labels`` there (``ObjectMeta.metadata.labels`` for built-ins)."""
+    if target.name == "real":  # the sandbox serves Profiles built in
+        ensure_profile_crd(target.api())
+    api = target.api()
+    path = "/apis/kubeflow.org/v1/profiles"
+    name = f"diff-{secrets.token_hex(4)}"
+
+    def post(metadata: Any) -> Outcome:
+        body = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": metadata,
+                "spec": {}}  # fmt: skip
+        return attempt(lambda: _raw(api, "POST", path, body, "application/json"))
+
+    outcome = {
+        "label_number": post({"name": name, "labels": {"a": 1}}),
+        "name_number": post({"name": 5}),
+        "metadata_string": post("x"),
+    }
+    created = _raw(api, "POST", path, {
+        "apiVersion": "kubeflow.org/v1", "kind": "Profile", "spec": {},
+        "metadata": {"name": name, "labels": {"b": None, "a": "1"}},
+    }, "application/json")  # fmt: skip
+    client.CustomObjectsApi(api).delete_cluster_custom_object(
+        "kubeflow.org", "v1", "profiles", name
+    )
+    return {**outcome, "null_label": created["metadata"]["labels"]}
+
+
 def discovery(target: Target) -> Outcome:
     resources = client.CoreV1Api(target.api()).get_api_resources().resources
     pvc = next(r for r in resources if r.name == "persistentvolumeclaims")
@@ -611,5 +641,6 @@ SCENARIOS: dict[str, Callable[[Target], Outcome]] = {
         explain_pvc_spec,
         discovery,
         typed_field_decoding,
+        custom_resource_decoding,
     )
 }

@@ -48,6 +48,50 @@ def _profile(api: client.ApiClient, name: str) -> Any | None:
         raise
 
 
+def ensure_profile_crd(api: client.ApiClient) -> str:
+    """``profiles.kubeflow.org`` on a real control plane (v1 served and stored, v1beta1
+    served), cluster-scoped, once established; a 409 (already there) is fine.
+
+    A minimal schema of our own (the real one is kubeflow/manifests'); enough for the
+    reconciler, which reads only names and ``spec.owner``.
+    """
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "profiles.kubeflow.org"},
+        "spec": {
+            "group": "kubeflow.org",
+            "scope": "Cluster",
+            "names": {"plural": "profiles", "singular": "profile", "kind": "Profile"},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": version == "v1",
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                }
+                for version in ("v1", "v1beta1")
+            ],
+        },
+    }
+    crds = client.ApiextensionsV1Api(api)
+    try:
+        crds.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    def established() -> bool:
+        crd = crds.read_custom_resource_definition("profiles.kubeflow.org")
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for("profiles.kubeflow.org established", established, timeout=30)
+    return "profiles.kubeflow.org"
+
+
 def owner_reference(profile: Any) -> dict[str, Any]:
     """The controller reference the Kubeflow profile controller puts on its namespace."""
     meta = profile["metadata"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, default_service_account, wait_for
-from reconcile_helpers import create_profile_namespace
+from realcp_helpers import BLOCK_CLASS, NFS_CLASS, api_client_for, default_service_account
+from reconcile_helpers import create_profile_namespace, ensure_profile_crd
 
 from vsphere_kale.controlplane import RunningControlPlane
 
@@ -88,46 +88,8 @@ def namespace(namespace_factory: Callable[..., str]) -> str:
 
 @pytest.fixture(scope="session")
 def profile_crd(admin_api: client.ApiClient) -> str:
-    """``profiles.kubeflow.org`` (v1 served and stored, v1beta1 served), cluster-scoped.
-
-    A minimal schema of our own (the real one is kubeflow/manifests'); enough for the
-    reconciler, which reads only names and ``spec.owner``.
-    """
-    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    body = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "profiles.kubeflow.org"},
-        "spec": {
-            "group": "kubeflow.org",
-            "scope": "Cluster",
-            "names": {"plural": "profiles", "singular": "profile", "kind": "Profile"},
-            "versions": [
-                {
-                    "name": version,
-                    "served": True,
-                    "storage": version == "v1",
-                    "schema": {"openAPIV3Schema": schema},
-                    "subresources": {"status": {}},
-                }
-                for version in ("v1", "v1beta1")
-            ],
-        },
-    }
-    crds = client.ApiextensionsV1Api(admin_api)
-    try:
-        crds.create_custom_resource_definition(body)
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    def established() -> bool:
-        crd = crds.read_custom_resource_definition("profiles.kubeflow.org")
-        conditions = (crd.status.conditions if crd.status else None) or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for("profiles.kubeflow.org established", established)
-    return "profiles.kubeflow.org"
+    """``profiles.kubeflow.org``, established (:func:`reconcile_helpers.ensure_profile_crd`)."""
+    return ensure_profile_crd(admin_api)
 
 
 @pytest.fixture

@@ -193,14 +193,17 @@ def go_base64_decode(text: str) -> bytes:
 # --- the walk -----------------------------------------------------------------------------------
 
 
-def _fields(kind: str, obj: Mapping[str, Any]) -> Iterator[tuple[str, str, Shape, Any]]:
-    """(Go struct, JSON path, shape, value) of each typed field present, in document order."""
+def _fields(
+    kind: str, obj: Mapping[str, Any], *, custom: bool = False
+) -> Iterator[tuple[str, str, Shape, Any]]:
+    """(Go struct, JSON path, shape, value) of each typed field present, in document order
+    (a custom resource's metadata is decoded on its own: paths without ``metadata.``)."""
     typed = _TYPED_FIELDS.get(kind, {})
     for key, value in obj.items():
         if key == "metadata" and isinstance(value, dict):
             for meta_key, meta_value in value.items():
                 if meta_key in _META_FIELDS:
-                    path = f"metadata.{meta_key}"
+                    path = meta_key if custom else f"metadata.{meta_key}"
                     yield "ObjectMeta", path, _META_FIELDS[meta_key], meta_value
         elif key in typed:
             yield kind, key, typed[key], value
@@ -213,14 +216,19 @@ def _unmarshal(struct: str, path: str, value: Any, go_type: str) -> DecodeError:
     )
 
 
-def decode(kind: str, obj: JSONObject) -> None:
+def decode(kind: str, obj: JSONObject, *, custom: bool = False) -> None:
     """Refuse, as Go's encoding/json would, the first value of the wrong type in a typed field
     of ``obj`` (document order); then normalise ``obj`` in place as the decoded struct would
-    be served. Raises :class:`DecodeError`."""
+    be served. ``custom``: a custom resource (unstructured, metadata decoded on its own).
+    Raises :class:`DecodeError`."""
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
+        if custom:
+            raise DecodeError(
+                f"json: cannot unmarshal {_json_type(meta)} into Go value of type v1.ObjectMeta"
+            )
         raise _unmarshal(kind, "metadata", meta, "v1.ObjectMeta")
-    for struct, path, shape, value in _fields(kind, obj):
+    for struct, path, shape, value in _fields(kind, obj, custom=custom):
         if value is None:
             continue
         if shape == "string":
@@ -342,10 +350,10 @@ def bytes_error(kind: str, obj: Mapping[str, Any]) -> str | None:
 # --- kube's answers -------------------------------------------------------------------------------
 
 
-def check_body(kind: str, version: str, obj: JSONObject) -> None:
+def check_body(kind: str, version: str, obj: JSONObject, *, custom: bool = False) -> None:
     """A create or update body: 400 BadRequest when Go's decoder refuses it."""
     try:
-        decode(kind, obj)
+        decode(kind, obj, custom=custom)
     except DecodeError as exc:
         raise StatusError(
             400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a {kind}: {exc}'
@@ -404,12 +412,16 @@ def check_applied(
 ) -> None:
     """The object an apply produced: base64 that does not decode is a 500, as in kube."""
     why = bytes_error(kind, applied)
-    if why is not None:
-        raise StatusError(
-            500,
-            "",
-            f"failed to convert new object ({_object_text(config, group_version, kind)}) to "
-            f"proper version: unable to convert unstructured object to {group_version}, "
-            f"Kind={kind}: error decoding from json: {why}",
-        )
-    decode(kind, applied)
+    if why is None:
+        try:
+            decode(kind, applied)  # normalises; the typed check above leaves nothing to refuse
+            return
+        except DecodeError as exc:
+            why = str(exc)
+    raise StatusError(
+        500,
+        "",
+        f"failed to convert new object ({_object_text(config, group_version, kind)}) to "
+        f"proper version: unable to convert unstructured object to {group_version}, "
+        f"Kind={kind}: error decoding from json: {why}",
+    )

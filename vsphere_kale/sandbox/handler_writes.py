@@ -139,7 +139,9 @@ class WriteHandler(ReadHandler):
                 f"expected kind ({info.rt.kind})"
             )
         if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
-            check_body(info.rt.kind, info.version, body)  # refuses it in Go's words
+            check_body(
+                info.rt.kind, info.version, body, custom=info.rt.custom
+            )  # refuses it in Go's words
         meta = body.get("metadata")
         body_ns = (meta or {}).get("namespace")
         if info.rt.namespaced and body_ns and info.namespace and body_ns != info.namespace:
@@ -238,7 +240,7 @@ class WriteHandler(ReadHandler):
             return
         dry_run = self._dry_run()
         self._check_type_meta(info, body)
-        check_body(info.rt.kind, info.version, body)
+        check_body(info.rt.kind, info.version, body, custom=info.rt.custom)
         body.setdefault("metadata", {})
         if info.rt.namespaced and info.namespace:
             body["metadata"]["namespace"] = info.namespace
@@ -299,7 +301,7 @@ class WriteHandler(ReadHandler):
         body = self._body()
         dry_run = self._dry_run()
         self._check_type_meta(info, body)
-        check_body(info.rt.kind, info.version, body)
+        check_body(info.rt.kind, info.version, body, custom=info.rt.custom)
         meta = body.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != info.name:
             raise bad_request(

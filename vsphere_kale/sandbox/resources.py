@@ -85,6 +85,9 @@ class ResourceType:
     read_only: bool = False
     """Served for reads only: pods exist as a type (kubectl describe pvc lists them) but
     the sandbox runs none, so writes are refused with a sentence saying so."""
+    custom: bool = False
+    """A CustomResourceDefinition's type: kube decodes it unstructured and only its metadata
+    into ObjectMeta, so a decoding error names ``ObjectMeta.labels``, not ``metadata.labels``."""
 
     @property
     def ref(self) -> ResourceRef:
@@ -266,7 +269,15 @@ def _all_types(flavor: str) -> list[ResourceType]:
             "NetworkPolicy",
             short=("netpol",),
         ),
-        _typ("kubeflow.org", ["v1", "v1beta1"], "profiles", "profile", "Profile", namespaced=False),
+        _typ(
+            "kubeflow.org",
+            ["v1", "v1beta1"],
+            "profiles",
+            "profile",
+            "Profile",
+            namespaced=False,
+            custom=True,
+        ),
         _typ(
             "authentication.k8s.io",
             ["v1"],
