@@ -9,7 +9,7 @@ control plane, ``tests/differential``):
   ``ConfigMap in version "v1" cannot be handled as a ConfigMap: json: cannot unmarshal bool
   into Go struct field ConfigMap.data of type string``; the first error in document order;
 - JSON merge patch and JSON patch: the patched object decoded the same way, answered 422 on
-  the field ``patch`` (:func:`patch_invalid`);
+  the field ``patch`` (:func:`check_patched`);
 - strategic merge patch: the patch converted from unstructured (its own words:
   ``unrecognized type: string``, ``cannot restore map from bool``), 422 on ``patch`` with the
   patch printed as Go's ``%v`` prints a map;
@@ -18,9 +18,11 @@ control plane, ``tests/differential``):
 
 Only the typed fields the sandbox serves are checked: ObjectMeta's name, generateName,
 namespace, labels and annotations on every type; ConfigMap ``data``/``binaryData``; Secret
-``data``/``stringData``. :func:`decode` also normalises what Go's decoder and encoder would: a
-``null`` map value becomes ``""``, a ``null`` field or an empty map goes (``omitempty``), map
-keys are served sorted, base64 is re-encoded canonically (newlines dropped). Pure: no I/O.
+``data``/``stringData``. A custom resource is decoded unstructured, only its metadata into
+ObjectMeta (``ObjectMeta.labels`` in the message). :func:`decode` also normalises what Go's
+decoder and encoder would: a ``null`` map value becomes ``""``, a ``null`` field or an empty
+map goes (``omitempty``), map keys are served sorted, base64 is re-encoded canonically
+(newlines dropped). Pure: no I/O.
 """
 
 from __future__ import annotations
