@@ -27,6 +27,8 @@ CONFIG_ENV = "VSPHERE_KALE_CONFIG"
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 POD_SECURITY_MODES = ("auto", "psp", "psa", "off")
+NAMESPACE_GUARD_CHOICES = ("auto", "always", "never")
+"""Not on/off: YAML 1.1 reads those unquoted as booleans."""
 PSA_LEVELS = ("privileged", "baseline", "restricted")
 PSA_LEVEL_CHOICES = (*PSA_LEVELS, "auto")
 
@@ -163,6 +165,17 @@ class PodSecuritySettings:
     """Full resync period. Watches already make the reconciler level-triggered; the resync
     only catches what a lost watch event could hide. At least 10 s (each resync lists every
     managed namespace), at most a week."""
+
+    namespace_guard: str = field(
+        default="auto",
+        metadata=_key(
+            "namespaceGuard", _one_of(NAMESPACE_GUARD_CHOICES, "a namespace guard choice")
+        ),
+    )
+    """Install the ValidatingAdmissionPolicy that lets our service account change only Pod
+    Security labels, and only on namespaces it manages (install/namespace_guard.py). ``auto``:
+    when the cluster serves ValidatingAdmissionPolicy v1 (Kubernetes >= 1.30); ``always``:
+    refuse to install without it; ``never``."""
 
 
 MiB = 1024 * 1024

@@ -25,6 +25,7 @@ def test_defaults_match_the_design() -> None:
     assert s.pod_security.role_binding_name == "vsphere-kale-psp"
     assert (s.pod_security.psa_level, s.pod_security.psa_warn_level) == ("baseline", "restricted")
     assert s.pod_security.resync_seconds == 600
+    assert s.pod_security.namespace_guard == "auto"
     assert s.webhook_excluded_namespaces >= {"kube-system", "vsphere-kale"}
 
 
@@ -46,6 +47,7 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
             "excludedNamespaces": ["bob"],
             "overrideExisting": True,
             "resyncSeconds": 60,
+            "namespaceGuard": "never",
         },
         "namespace": "kale-system",
     }

@@ -44,7 +44,7 @@ from reconcile_helpers import create_profile_namespace
 from vsphere_kale.controlplane import RunningControlPlane
 from vsphere_kale.controlplane.config import free_port
 from vsphere_kale.errors import KubeForbidden
-from vsphere_kale.install import certs
+from vsphere_kale.install import certs, namespace_guard
 from vsphere_kale.install.rotator import CertificateRotator
 from vsphere_kale.kube import Kube
 from vsphere_kale.playground.seed_kale import notebook_statefulset
@@ -54,6 +54,7 @@ NS = "vsphere-kale"
 SA_USER = f"system:serviceaccount:{NS}:vsphere-kale"
 PSP_ROLE = "psp:vmware-system-privileged"
 ENFORCE = "pod-security.kubernetes.io/enforce"
+GUARD = namespace_guard.NAME
 
 
 class Installed:
@@ -78,6 +79,9 @@ def installed(
     admin_kubeconfig = str(cp.kubeconfig_path)
     done = cli("install", "--kubeconfig", admin_kubeconfig, "--rwx-storage-class", NFS_CLASS)
     assert done.returncode == 0, done.stderr
+    # podSecurity.namespaceGuard auto: kube-apiserver 1.36 serves ValidatingAdmissionPolicy, so
+    # the whole scenario below runs with our namespace writes judged by the guard too.
+    assert f"validatingadmissionpolicy.admissionregistration.k8s.io/{GUARD} created" in done.stdout
     # The PSP ClusterRole of a TKG cluster (RBAC does not check that the PSP exists).
     rbac = client.RbacAuthorizationV1Api(admin_api)
     rbac.create_cluster_role(

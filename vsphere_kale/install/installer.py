@@ -46,7 +46,7 @@ from vsphere_kale.errors import (
     KubeNotFound,
     VsphereKaleError,
 )
-from vsphere_kale.install import applyset, render, rotation
+from vsphere_kale.install import applyset, namespace_guard, render, rotation
 from vsphere_kale.install.install_certs import (
     TlsMaterial,
     build_certificates,
@@ -112,10 +112,11 @@ def fetch_object(kube: Kube, key: render.ObjectKey) -> dict[str, Any] | None:
     return kube.get_optional(resource_for(key), key.name, namespace=key.namespace)
 
 
-def fetch_served(kube: Kube, api_version: str) -> bool:
-    """Whether the API serves a group-version (cert-manager.io/v1, policy/v1beta1)."""
+def fetch_served(kube: Kube, api_version: str, resource: str | None = None) -> bool:
+    """Whether the API serves a group-version (cert-manager.io/v1, policy/v1beta1), and, if
+    named, its ``resource``."""
     group, _, version = api_version.rpartition("/")
-    return kube.discovery().served(group, version)
+    return kube.discovery().served(group, version, resource)
 
 
 # --- comparison (pure) -------------------------------------------------------------------------
@@ -340,8 +341,10 @@ def prepare_manifests(
     *,
     rendered: Sequence[dict[str, Any]],
     tls: TlsMaterial | None = None,
+    guard: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rendered + settings (+ caBundle and Secret with ``tls``), in apply order."""
+    """Rendered + settings (+ caBundle and Secret with ``tls``, + the namespace guard with
+    ``guard``), in apply order."""
     objects = render.build_manifests(
         rendered,
         settings=options.settings,
@@ -349,6 +352,7 @@ def prepare_manifests(
         webhook_url=options.webhook_url,
         admission=options.admission,
         policy_version=options.policy_version,
+        guard=guard,
     )
     if tls is not None and not options.cert_manager:
         render.set_ca_bundle(objects, tls.bundle)
@@ -397,7 +401,11 @@ def install(
         tls = build_certificates(
             plan, existing, annotations, namespace=ns, now=moment, extras=extras
         )
-    objects = prepare_manifests(options, rendered=rendered, tls=tls)
+    guard = namespace_guard.decide_guard(
+        options.settings.pod_security.namespace_guard,
+        served=fetch_served(kube, namespace_guard.API_VERSION, namespace_guard.RESOURCE),
+    )
+    objects = prepare_manifests(options, rendered=rendered, tls=tls, guard=guard)
     if options.cert_manager:
         _keep_injected_bundle(installer, objects)
     set_id = applyset.build_applyset_id(applyset.PARENT_NAME, ns)
@@ -530,4 +538,5 @@ def render_offline(
             now=now or dt.datetime.now(dt.timezone.utc),
             extras=options.serving_extras(),
         )
-    return prepare_manifests(options, rendered=rendered, tls=tls)
+    guard = namespace_guard.decide_guard(options.settings.pod_security.namespace_guard, served=None)
+    return prepare_manifests(options, rendered=rendered, tls=tls, guard=guard)

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from vsphere_kale.errors import ConfigError, VsphereKaleError
-from vsphere_kale.install import admission_policy, certs
+from vsphere_kale.install import admission_policy, certs, namespace_guard
 from vsphere_kale.settings import Settings, settings_from_mapping, settings_to_mapping
 
 Obj = dict[str, Any]
@@ -232,12 +232,14 @@ def build_manifests(
     webhook_url: str | None = None,
     admission: str = "webhook",
     policy_version: str = "v1",
+    guard: bool = False,
 ) -> list[Obj]:
     """Our settings on top of the kustomize output (a new list; ``rendered`` is untouched).
 
     The namespace is ``settings.namespace``. With ``webhook_url`` (:func:`check_webhook_url`)
     the webhook's ``clientConfig`` names that URL instead of the Service. ``admission``
     ``policy``: admission policies instead of the webhook (install/admission_policy.py).
+    ``guard``: the namespace guard too (install/namespace_guard.py).
     """
     ns = settings.namespace
     out = copy.deepcopy(list(rendered))
@@ -280,6 +282,8 @@ def build_manifests(
         out = admission_policy.build_policy_mode(
             out, settings, api_version=policy_version, deployment=NAME
         )
+    if guard:
+        out += namespace_guard.build_guard_objects(settings)
     return out
 
 

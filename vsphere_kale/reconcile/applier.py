@@ -344,7 +344,7 @@ class PodSecurityApplier:
             return str(exc)
         hint = ""
         if isinstance(exc, KubeForbidden):
-            hint = forbidden_hint(forbidden_user(str(exc)))
+            hint = forbidden_hint(forbidden_user(str(exc)), message=str(exc))
         elif exc.status in (0, 429) or exc.status >= 500:
             hint = "; it will be retried"
         return sentence(f"could not reconcile namespace {name}: {exc}{hint}")
@@ -465,9 +465,16 @@ class PodSecurityApplier:
                 )
 
 
-def forbidden_hint(username: str) -> str:
+def forbidden_hint(username: str, *, message: str = "") -> str:
     """What to do about a 403, for whoever was refused: the service's own account needs its
-    RBAC back; a person (``vsphere-kale reconcile`` run as a user) lacks the right themselves."""
+    RBAC back; a person (``vsphere-kale reconcile`` run as a user) lacks the right themselves.
+    A 403 from an admission policy (ours: install/namespace_guard.py) is not about RBAC at all:
+    granting more would change nothing."""
+    if "ValidatingAdmissionPolicy" in message:
+        return (
+            "; an admission policy refused the write, not RBAC: see the policy named above "
+            "(vsphere-kale's own is the namespace guard, docs/security.md)"
+        )
     if not username or username.startswith(SERVICE_ACCOUNT_PREFIX):
         who = describe_user(username) if username else "the service account"
         return f"; grant {who} the permission named above (see deploy/ RBAC)"
