@@ -148,3 +148,57 @@ def test_the_guard_validates_strictly_from_kubernetes_1_30(version: str) -> None
     wanted = kv_utils.latest_version() if version == "latest" else version
     for obj in guard.build_guard_objects(_settings(extraNamespaces=["kubeflow"])):
         kubernetes_validate.validate(obj, wanted, strict=True)
+
+
+# --- doctor's namespace-guard line ------------------------------------------------------------
+
+
+def _check(settings: Settings, **read: Any) -> tuple[str, str]:
+    from vsphere_kale.install.doctor_guard import decide_guard_check
+
+    check = decide_guard_check(
+        settings=settings,
+        served=read.pop("served", True),
+        policy=read.pop("policy", None),
+        binding=read.pop("binding", None),
+        caller=read.pop("caller", ""),
+    )
+    return check.status, check.message
+
+
+def test_doctor_finds_the_guard_in_place() -> None:
+    settings = _settings(extraNamespaces=["kubeflow"])
+    policy, binding = guard.build_guard_objects(settings)
+    assert _check(settings, policy=policy, binding=binding)[0] == "ok"
+
+
+def test_doctor_warns_when_the_guard_is_missing_where_it_could_run() -> None:
+    settings = _settings()
+    policy, _ = guard.build_guard_objects(settings)
+    status, message = _check(settings)
+    assert status == "warn" and "may relabel any namespace" in message
+    status, message = _check(settings, policy=policy)
+    assert status == "warn" and "its binding" in message
+    # An admin's choice, or a cluster that cannot run it: said, not warned
+    assert _check(_settings(namespaceGuard="never"))[0] == "ok"
+    status, message = _check(settings, served=False)
+    assert status == "ok" and "Kubernetes < 1.30" in message
+
+
+def test_doctor_warns_when_the_guard_would_refuse_the_reconciler_or_denies_nothing() -> None:
+    policy, binding = guard.build_guard_objects(_settings())
+    status, message = _check(
+        _settings(extraNamespaces=["kubeflow"]), policy=policy, binding=binding
+    )
+    assert status == "warn" and "podSecurity.extraNamespaces" in message
+    audit_only = {**binding, "spec": {**binding["spec"], "validationActions": ["Audit"]}}
+    status, message = _check(_settings(), policy=policy, binding=audit_only)
+    assert status == "warn" and "not Deny" in message
+
+
+def test_doctor_without_the_right_to_read_the_guard_says_cannot_check() -> None:
+    from vsphere_kale.policy import health
+
+    refused = health.Unreadable("get validatingadmissionpolicies")
+    status, message = _check(_settings(), policy=refused, caller="alice")
+    assert status == "fail" and message.startswith("cannot check")

@@ -353,6 +353,7 @@ def test_serve_as_the_service_account_meets_no_403(
     assert checks["rbac"]["status"] == "ok", checks["rbac"]
     assert checks["webhook-configuration"]["status"] == "ok", checks["webhook-configuration"]
     assert checks["serving-certificate"]["status"] == "ok", checks["serving-certificate"]
+    assert checks["namespace-guard"]["status"] == "ok", checks["namespace-guard"]
     # Then: the service account really did the work, and was never refused.
     work = cp.audit_events(username=SA_USER)[since:]
     verbs = {(e["verb"], (e.get("objectRef") or {}).get("resource")) for e in work}
@@ -409,10 +410,11 @@ def test_a_pod_security_refusal_raises_the_level_through_the_events_watch(
 def test_doctor_as_the_service_account_says_cannot_check_for_what_it_may_not_read(
     installed: Installed,
 ) -> None:
-    """doctor with the service's own credential: the three reads the service never needs (the
+    """doctor with the service's own credential: the reads the service never needs (the
     ConfigMap is mounted, and with it refused doctor tries the Deployment's args; endpoints
-    are the API server's business) are refused by this API server, and doctor says so
-    instead of a verdict; everything the service needs passes."""
+    are the API server's business; the namespace guard is the admin's) are refused by this
+    API server, and doctor says so instead of a verdict; everything the service needs
+    passes."""
     since = len(installed.cp.audit_events(username=SA_USER))
     checks = doctor(installed.kubeconfig)
     assert checks["webhook-endpoints"]["message"].startswith("cannot check"), checks
@@ -422,8 +424,12 @@ def test_doctor_as_the_service_account_says_cannot_check_for_what_it_may_not_rea
     assert refused == [
         f"get /api/v1/namespaces/{NS}/configmaps/vsphere-kale-config",
         f"get /api/v1/namespaces/{NS}/endpoints/vsphere-kale",
+        f"get /apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{GUARD}",
+        f"get /apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{GUARD}",
         f"get /apis/apps/v1/namespaces/{NS}/deployments/vsphere-kale",
     ]
+    assert checks["namespace-guard"]["message"].startswith("cannot check"), checks
+
     # settings it could not read are "cannot check", never "not set"
     assert "not set" not in checks["rwx-storage-class"]["message"], checks["rwx-storage-class"]
 

@@ -22,6 +22,7 @@ from vsphere_kale.install import admission_policy, doctor_psa, render, rotation
 from vsphere_kale.install.certs import service_dns_names
 from vsphere_kale.install.doctor_access import AccessResult, decide_rbac
 from vsphere_kale.install.doctor_check import Check, decide_unreadable
+from vsphere_kale.install.doctor_guard import decide_guard_check
 from vsphere_kale.install.doctor_namespaces import decide_extra_namespaces
 from vsphere_kale.policy import health, podsecurity
 from vsphere_kale.settings import Settings
@@ -53,6 +54,12 @@ class DoctorFacts:
     """``psaLevel`` decisions per managed namespace (:mod:`.doctor_psa`), psa mode only."""
     admission_policy: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
     """(MutatingAdmissionPolicy, its binding) of ``install --admission policy``; None: neither."""
+    guard_served: bool = False
+    """The cluster serves ValidatingAdmissionPolicy v1 (the namespace guard can exist)."""
+    guard: tuple[
+        dict[str, Any] | health.Unreadable | None, dict[str, Any] | health.Unreadable | None
+    ] = (None, None)
+    """(the namespace guard's policy, its binding) as read."""
     reviews_forbidden: bool = False
     """The caller may not create SubjectAccessReviews."""
 
@@ -486,6 +493,13 @@ def run_checks(facts: DoctorFacts, *, now: dt.datetime) -> list[Check]:
             namespace=settings.namespace,
             caller=caller,
             reviews_forbidden=facts.reviews_forbidden,
+        ),
+        decide_guard_check(
+            settings=settings,
+            served=facts.guard_served,
+            policy=facts.guard[0],
+            binding=facts.guard[1],
+            caller=caller,
         ),
         *decide_extra_namespaces(settings),
     ]

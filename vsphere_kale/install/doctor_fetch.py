@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import jsonpatch
 
 from vsphere_kale.errors import ConfigError, KubeError, KubeForbidden
-from vsphere_kale.install import admission_policy, doctor_psa, render
+from vsphere_kale.install import admission_policy, doctor_psa, namespace_guard, render
 from vsphere_kale.install.doctor_access import (
     ROLE_NAME,
     Access,
@@ -254,6 +254,15 @@ def fetch_facts(kube: Kube, *, namespace: str, fallback: Settings) -> DoctorFact
     )
     facts.webhook = get_one(r.MUTATING_WEBHOOK_CONFIGURATION, render.WEBHOOK_CONFIGURATION)
     facts.admission_policy = fetch_admission_policy(kube)
+    try:
+        facts.guard_served = kube.discovery().serves(r.VALIDATING_ADMISSION_POLICY)
+    except KubeForbidden:
+        facts.guard_served = False
+    if facts.guard_served:
+        facts.guard = (
+            get_one(r.VALIDATING_ADMISSION_POLICY, namespace_guard.NAME),
+            get_one(r.VALIDATING_ADMISSION_POLICY_BINDING, namespace_guard.NAME),
+        )
     facts.endpoints = get_one(r.ENDPOINTS, render.NAME, in_namespace=True)
     facts.secret = get_one(r.SECRET, render.TLS_SECRET, in_namespace=True)
     try:
