@@ -7,16 +7,21 @@ What an admin relies on when re-running install on a cluster they have touched:
   a merge patch replaced the whole container list;
 - a field an older install applied and this one no longer renders is removed (upgrades);
 - a re-run with nothing to do leaves every object's resourceVersion alone (``unchanged``);
-- uninstall leaves none of our objects.
+- uninstall leaves none of our objects;
+- the namespace guard is there by default and goes when ``podSecurity.namespaceGuard`` says
+  ``never``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from install_helpers import install_outcomes
 from kubernetes import client
 from realcp_helpers import NFS_CLASS, cli, kubectl, wait_namespace_gone
 
 from vsphere_kale.controlplane import RunningControlPlane
+from vsphere_kale.install import namespace_guard
 from vsphere_kale.install.installer import FIELD_MANAGER
 from vsphere_kale.kube import Kube
 from vsphere_kale.kube import resources as r
@@ -114,3 +119,43 @@ def test_reinstall_after_admin_edits_takes_back_our_fields_keeps_theirs_and_prun
     assert rbac.list_cluster_role(label_selector=ours).items == []
     assert rbac.list_cluster_role_binding(label_selector=ours).items == []
     assert hooks.list_mutating_webhook_configuration(label_selector=ours).items == []
+    assert hooks.list_validating_admission_policy(label_selector=ours).items == []
+    assert hooks.list_validating_admission_policy_binding(label_selector=ours).items == []
+
+
+def test_the_namespace_guard_follows_its_setting(
+    real_control_plane: RunningControlPlane,
+    admin_api: client.ApiClient,
+    storage_classes: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """``auto`` installs it on kube-apiserver 1.36; ``never`` prunes it on the next install."""
+    kubeconfig = str(real_control_plane.kubeconfig_path)
+    policies = client.AdmissionregistrationV1Api(admin_api)
+    first = cli("install", "--kubeconfig", kubeconfig, "--rwx-storage-class", NFS_CLASS)
+    assert first.returncode == 0, first.stderr
+    try:
+        outcomes = install_outcomes(first.stdout)
+        policy = f"validatingadmissionpolicy.admissionregistration.k8s.io/{namespace_guard.NAME}"
+        binding = policy.replace("policy.", "policybinding.", 1)
+        assert outcomes[policy] == outcomes[binding] == "created", first.stdout
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"storage:\n  rwxStorageClass: {NFS_CLASS}\npodSecurity:\n  namespaceGuard: never\n",
+            encoding="utf-8",
+        )
+        off = cli("install", "--kubeconfig", kubeconfig, "--config", str(config))
+        assert off.returncode == 0, off.stderr
+        outcomes = install_outcomes(off.stdout)
+        for key in (policy, binding):
+            assert outcomes[key].startswith("deleted (pruned"), off.stdout
+        ours = "app.kubernetes.io/managed-by=vsphere-kale"
+        names = [
+            p.metadata.name
+            for p in policies.list_validating_admission_policy(label_selector=ours).items
+        ]
+        assert namespace_guard.NAME not in names
+    finally:
+        gone = cli("uninstall", "--kubeconfig", kubeconfig)
+        assert gone.returncode == 0, gone.stderr
+        wait_namespace_gone(admin_api, NS)
