@@ -46,9 +46,10 @@ def decide_guard_check(
             "not available: this cluster serves no ValidatingAdmissionPolicy v1 (Kubernetes "
             "< 1.30), so `patch namespaces` is bounded by RBAC alone",
         )
-    for read in (policy, binding):
-        if isinstance(read, health.Unreadable):
-            return decide_unreadable(CHECK_NAME, read, caller=caller)
+    if isinstance(policy, health.Unreadable):
+        return decide_unreadable(CHECK_NAME, policy, caller=caller)
+    if isinstance(binding, health.Unreadable):
+        return decide_unreadable(CHECK_NAME, binding, caller=caller)
     if policy is None or binding is None:
         if choice == "never":
             return Check(CHECK_NAME, "ok", "not installed (podSecurity.namespaceGuard: never)")
@@ -60,7 +61,6 @@ def decide_guard_check(
             "any namespace",
             _FIX,
         )
-    assert not isinstance(policy, health.Unreadable) and not isinstance(binding, health.Unreadable)
     actions = list((binding.get("spec") or {}).get("validationActions") or [])
     if "Deny" not in actions:
         return Check(
