@@ -75,12 +75,12 @@ LABELS = {"app.kubernetes.io/name": "vsphere-kale", "app.kubernetes.io/managed-b
 Status = Literal["ok", "warn", "fail"]
 
 
-def _cel(value: str) -> str:
+def cel_string(value: str) -> str:
     """A CEL string literal (JSON's double-quoted escaping is valid CEL)."""
     return json.dumps(value)
 
 
-def _cel_list(values: Iterable[str]) -> str:
+def cel_list(values: Iterable[str]) -> str:
     """A CEL list of string literals, de-duplicated in order (``[]`` when empty)."""
     return json.dumps(list(dict.fromkeys(values)))
 
@@ -98,13 +98,11 @@ def build_literals(settings: Settings) -> dict[str, str]:
             "required for --admission policy; pass --rwx-storage-class (e.g. nfs-client)",
         )
     return {
-        "target": _cel(target),
-        "accessModes": _cel_list(settings.storage.access_modes),
-        "rwxCapableClasses": _cel_list(settings.storage.rwx_capable_classes),
+        "target": cel_string(target),
+        "accessModes": cel_list(settings.storage.access_modes),
+        "rwxCapableClasses": cel_list(settings.storage.rwx_capable_classes),
         # The install namespace is always excluded, as in Settings.webhook_excluded_namespaces.
-        "excludedNamespaces": _cel_list(
-            [*settings.storage.excluded_namespaces, settings.namespace]
-        ),
+        "excludedNamespaces": cel_list([*settings.storage.excluded_namespaces, settings.namespace]),
     }
 
 
@@ -113,7 +111,7 @@ def build_literals(settings: Settings) -> dict[str, str]:
 # server's CEL environment has it on from 1.29.
 
 _ANNOTATIONS = "object.metadata.?annotations"
-_LEGACY = f"{_ANNOTATIONS}[?{_cel(LEGACY_CLASS_ANNOTATION)}]"
+_LEGACY = f"{_ANNOTATIONS}[?{cel_string(LEGACY_CLASS_ANNOTATION)}]"
 _HAS_CLASS = f"({_LEGACY}.hasValue() || has(object.spec.storageClassName))"
 # The effective class (policy.storage.effective_class): the legacy annotation wins. "" when
 # the claim names none; every use is guarded by _HAS_CLASS where "" and "none" differ.
@@ -121,7 +119,7 @@ _CURRENT = f'({_LEGACY}.hasValue() ? {_LEGACY}.value() : object.spec.?storageCla
 _PRE_BOUND = f'(object.spec.?volumeName.orValue("") != "" || ({_HAS_CLASS} && {_CURRENT} == ""))'
 _DATA_SOURCE = "(has(object.spec.dataSource) || has(object.spec.dataSourceRef))"
 _BLOCK = '(object.spec.?volumeMode.orValue("Filesystem") == "Block")'
-_STATIC_BINDING = _cel('storageClassName "" (static binding)')
+_STATIC_BINDING = cel_string('storageClassName "" (static binding)')
 
 
 def _condition(name: str, expression: str) -> Obj:
@@ -137,7 +135,8 @@ def _common_conditions(lit: Mapping[str, str]) -> list[Obj]:
         ),
         _condition(
             "not-opted-out",
-            f'{_ANNOTATIONS}[?{_cel(OPT_OUT_ANNOTATION)}].orValue("").lowerAscii() != "false"',
+            f"{_ANNOTATIONS}[?{cel_string(OPT_OUT_ANNOTATION)}]"
+            '.orValue("").lowerAscii() != "false"',
         ),
         _condition(
             "requests-a-rewritten-mode",
@@ -162,7 +161,7 @@ def _rewrite_conditions(lit: Mapping[str, str]) -> list[Obj]:
 def build_rewrite_patch_expression(target: str) -> str:
     """The JSONPatch: the same operations as ``policy.storage.build_rewrite_patch``."""
     original = (
-        f'JSONPatch{{op: "add", path: {_cel(_pointer(ORIGINAL_CLASS_ANNOTATION))}, '
+        f'JSONPatch{{op: "add", path: {cel_string(_pointer(ORIGINAL_CLASS_ANNOTATION))}, '
         f"value: {_CURRENT}}}"
     )
     return (
@@ -171,7 +170,7 @@ def build_rewrite_patch_expression(target: str) -> str:
         '[JSONPatch{op: "add", path: "/metadata/annotations", value: {}}])'
         f" + [{original}]"
         f" + ({_LEGACY}.hasValue() ? "
-        f'[JSONPatch{{op: "replace", path: {_cel(_pointer(LEGACY_CLASS_ANNOTATION))}, '
+        f'[JSONPatch{{op: "replace", path: {cel_string(_pointer(LEGACY_CLASS_ANNOTATION))}, '
         f"value: {target}}}] : [])"
         f' + [JSONPatch{{op: "add", path: "/spec/storageClassName", value: {target}}}]'
     )
@@ -237,10 +236,10 @@ def build_validating_policy(settings: Settings) -> Obj:
     lit = build_literals(settings)
     target = lit["target"]
     rewritten = (
-        f"{_ANNOTATIONS}[?{_cel(ORIGINAL_CLASS_ANNOTATION)}].hasValue() && {_HAS_CLASS} && "
+        f"{_ANNOTATIONS}[?{cel_string(ORIGINAL_CLASS_ANNOTATION)}].hasValue() && {_HAS_CLASS} && "
         f"{_CURRENT} == {target} && !{_PRE_BOUND} && !{_DATA_SOURCE} && !{_BLOCK}"
     )
-    original = f'{_ANNOTATIONS}[?{_cel(ORIGINAL_CLASS_ANNOTATION)}].orValue("")'
+    original = f'{_ANNOTATIONS}[?{cel_string(ORIGINAL_CLASS_ANNOTATION)}].orValue("")'
     volume = 'object.spec.?volumeName.orValue("")'
     pre_bound_message = (
         f'"claim is " + ({volume} != "" ? "pre-bound to volume " + {_short(volume)} : '

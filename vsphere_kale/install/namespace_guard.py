@@ -30,10 +30,8 @@ if the API server cannot evaluate it, our writes to namespaces wait, nobody else
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-
 from vsphere_kale.errors import ConfigError
+from vsphere_kale.install.admission_policy import LABELS, cel_list, cel_string
 from vsphere_kale.policy.podsecurity_model import MANAGED_LABELS_ANNOTATION
 from vsphere_kale.settings import Settings
 
@@ -47,7 +45,6 @@ PSA_PREFIX = "pod-security.kubernetes.io/"
 PROFILE_GROUP = "kubeflow.org"
 SERVICE_ACCOUNT = "vsphere-kale"
 """render.NAME (not imported: render imports this module)."""
-LABELS = {"app.kubernetes.io/name": "vsphere-kale", "app.kubernetes.io/managed-by": "vsphere-kale"}
 
 
 def decide_guard(choice: str, *, served: bool | None) -> bool:
@@ -63,14 +60,6 @@ def decide_guard(choice: str, *, served: bool | None) -> bool:
         )
     # auto: whenever the cluster has it; offline, yes (v1 is in every supported Kubernetes).
     return served is not False
-
-
-def _cel(value: str) -> str:
-    return json.dumps(value)
-
-
-def _cel_list(values: Iterable[str]) -> str:
-    return json.dumps(list(dict.fromkeys(values)))
 
 
 def _map_or_empty(path: str) -> str:
@@ -95,10 +84,12 @@ def _same(parent: str, field: str) -> str:
 
 
 def build_guard_policy(settings: Settings) -> Obj:
+    """The ValidatingAdmissionPolicy; its CEL is built here from the same constants the
+    reconciler uses (the annotation's name, the Pod Security prefix)."""
     ps = settings.pod_security
     ours = settings.namespace
     username = f"system:serviceaccount:{ours}:{SERVICE_ACCOUNT}"
-    is_psa = f"k.startsWith({_cel(PSA_PREFIX)})"
+    is_psa = f"k.startsWith({cel_string(PSA_PREFIX)})"
     psa_changed = (
         "variables.oldLabels.exists(k, "
         f"{is_psa} && !(k in variables.newLabels && variables.newLabels[k] == "
@@ -107,11 +98,11 @@ def build_guard_policy(settings: Settings) -> Obj:
     )
     owned = (
         "has(object.metadata.ownerReferences) && object.metadata.ownerReferences.exists(r, "
-        f'r.kind == "Profile" && r.apiVersion.startsWith({_cel(PROFILE_GROUP + "/")}) && '
+        f'r.kind == "Profile" && r.apiVersion.startsWith({cel_string(PROFILE_GROUP + "/")}) && '
         "r.name == object.metadata.name && has(r.controller) && r.controller)"
     )
     protected = (
-        f'(variables.name == {_cel(ours)} || variables.name == "default" || '
+        f'(variables.name == {cel_string(ours)} || variables.name == "default" || '
         'variables.name.startsWith("kube-"))'
     )
     manageable = (
@@ -137,13 +128,13 @@ def build_guard_policy(settings: Settings) -> Obj:
             "matchConditions": [
                 {
                     "name": "by-vsphere-kale",
-                    "expression": f"request.userInfo.username == {_cel(username)}",
+                    "expression": f"request.userInfo.username == {cel_string(username)}",
                 }
             ],
             "variables": [
                 {"name": "name", "expression": "object.metadata.name"},
-                {"name": "extra", "expression": _cel_list(ps.extra_namespaces)},
-                {"name": "excluded", "expression": _cel_list(ps.excluded_namespaces)},
+                {"name": "extra", "expression": cel_list(ps.extra_namespaces)},
+                {"name": "excluded", "expression": cel_list(ps.excluded_namespaces)},
                 {"name": "oldLabels", "expression": _map_or_empty("oldObject.metadata.labels")},
                 {"name": "newLabels", "expression": _map_or_empty("object.metadata.labels")},
                 {
@@ -169,7 +160,7 @@ def build_guard_policy(settings: Settings) -> Obj:
                     "expression": _unchanged_except(
                         "variables.oldAnnotations",
                         "variables.newAnnotations",
-                        keep=f"k == {_cel(MANAGED_LABELS_ANNOTATION)}",
+                        keep=f"k == {cel_string(MANAGED_LABELS_ANNOTATION)}",
                     ),
                     "message": "vsphere-kale may change only the "
                     f"{MANAGED_LABELS_ANNOTATION} annotation of a namespace",
