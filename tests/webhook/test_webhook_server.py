@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import re
 import select
 import signal
@@ -705,10 +706,14 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group, so kill() also reaches ``--workers`` children when the
+            # parent is killed before it could stop them (a failed test leaked both once).
+            start_new_session=True,
         )
         self.lines: list[str] = []
 
-    def wait_for_line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+    def wait_for_line(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        """A bound for a machine busy with other suites, not a speed claim."""
         assert self.proc.stderr is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -723,8 +728,8 @@ class Process:
         raise AssertionError(f"no line matching {pattern!r} in {self.lines}")
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
 
